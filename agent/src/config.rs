@@ -1,0 +1,274 @@
+//! The agent's configuration: `agent.toml`, overridden by flags.
+//!
+//! Every key has a default, so the agent starts with no file at all. Unknown keys are
+//! refused with the key's name and line (`deny_unknown_fields`), because a misspelt key
+//! that is silently ignored is a setting that silently does not apply.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sources::HostPaths;
+
+/// The commented `agent.toml` that `--print-default-config` prints. A test parses it and
+/// checks that it equals [`AgentConfig::default`], so the two cannot drift.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../agent.toml");
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address of the Prometheus endpoint.
+    pub listen: SocketAddr,
+    /// Name this node reports as; empty means the host name.
+    pub node_name: String,
+    /// Seconds between collections; a scrape serves the latest one.
+    pub interval_secs: f64,
+    /// Seconds one source may take before it is reported as failed for that cycle.
+    pub source_timeout_secs: f64,
+    /// Where the agent keeps its state (the simulated NVML library's copy, later the
+    /// spool and checkpoints).
+    pub state_dir: PathBuf,
+    pub paths: PathsConfig,
+    pub filesystem: FilesystemConfig,
+    pub diskstats: DiskstatsConfig,
+    pub netdev: NetdevConfig,
+    pub gpu: GpuConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9435)),
+            node_name: String::new(),
+            interval_secs: 5.0,
+            source_timeout_secs: 4.0,
+            state_dir: PathBuf::from("/var/lib/vigil-agent"),
+            paths: PathsConfig::default(),
+            filesystem: FilesystemConfig::default(),
+            diskstats: DiskstatsConfig::default(),
+            netdev: NetdevConfig::default(),
+            gpu: GpuConfig::default(),
+        }
+    }
+}
+
+/// Where /proc, /sys and the root file system are mounted (node_exporter's `--path.*`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsConfig {
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        let p = HostPaths::default();
+        Self {
+            procfs: p.procfs,
+            sysfs: p.sysfs,
+            rootfs: p.rootfs,
+        }
+    }
+}
+
+impl PathsConfig {
+    pub fn host_paths(&self) -> HostPaths {
+        HostPaths {
+            procfs: self.procfs.clone(),
+            sysfs: self.sysfs.clone(),
+            rootfs: self.rootfs.clone(),
+        }
+    }
+}
+
+/// node_exporter's filesystem collector defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesystemConfig {
+    /// Regex of mount points to leave out.
+    pub mount_points_exclude: String,
+    /// Regex of file system types to leave out.
+    pub fs_types_exclude: String,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        Self {
+            mount_points_exclude:
+                "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+                    .to_owned(),
+            fs_types_exclude: "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|erofs|sysfs|tracefs)$".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskstatsConfig {
+    /// Regex of block devices to leave out (partitions and virtual devices by default).
+    pub device_exclude: String,
+}
+
+impl Default for DiskstatsConfig {
+    fn default() -> Self {
+        Self {
+            device_exclude: "^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetdevConfig {
+    /// Regex of network devices to leave out; empty leaves none out.
+    pub device_exclude: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuConfig {
+    /// Collect GPU metrics through NVML when a driver is present.
+    pub enabled: bool,
+    /// Path of libnvidia-ml; empty means the loader's search for `libnvidia-ml.so.1`.
+    pub nvml_lib: PathBuf,
+    /// How many GPUs this node should have; 0 leaves `vigil_gpu_expected_count` out.
+    pub expected_count: u32,
+    /// Use the simulated NVML library with this many GPUs instead of the driver.
+    pub simulate_gpus: u32,
+    /// TOML file of faults for the simulated GPUs, re-read while running.
+    pub simulate_faults: PathBuf,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            nvml_lib: PathBuf::new(),
+            expected_count: 0,
+            simulate_gpus: 0,
+            simulate_faults: PathBuf::new(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+impl AgentConfig {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error names the key, line and column.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let mut message = e.message().to_owned();
+            if let Some(span) = e.span() {
+                let line = text[..span.start].matches('\n').count() + 1;
+                let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                message = format!("line {line}, column {column}: {message}");
+            }
+            message
+        })
+    }
+
+    /// Checks what serde cannot: positive durations and regexes that compile.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.interval_secs > 0.0 && self.interval_secs.is_finite()) {
+            return Err(ConfigError::Invalid {
+                field: "interval_secs",
+                message: format!("must be a positive number of seconds, got {}", self.interval_secs),
+            });
+        }
+        if !(self.source_timeout_secs > 0.0 && self.source_timeout_secs.is_finite()) {
+            return Err(ConfigError::Invalid {
+                field: "source_timeout_secs",
+                message: format!(
+                    "must be a positive number of seconds, got {}",
+                    self.source_timeout_secs
+                ),
+            });
+        }
+        for (field, re) in [
+            ("filesystem.mount_points_exclude", &self.filesystem.mount_points_exclude),
+            ("filesystem.fs_types_exclude", &self.filesystem.fs_types_exclude),
+            ("diskstats.device_exclude", &self.diskstats.device_exclude),
+            ("netdev.device_exclude", &self.netdev.device_exclude),
+        ] {
+            regex::Regex::new(re).map_err(|e| ConfigError::Invalid {
+                field,
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The node name to report: the configured one, else the host name.
+    pub fn effective_node_name(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        hostname().unwrap_or_else(|| "localhost".to_owned())
+    }
+}
+
+/// The kernel's host name (uname nodename).
+pub fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_file_matches_the_defaults() {
+        let parsed = AgentConfig::from_toml(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, AgentConfig::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = AgentConfig::from_toml("interval_secs = 5\n\n[gpu]\nexpected_cont = 8\n")
+            .unwrap_err();
+        assert!(err.contains("expected_cont"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut c = AgentConfig::default();
+        c.interval_secs = 0.0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("interval_secs:"));
+        let mut c = AgentConfig::default();
+        c.netdev.device_exclude = "(".into();
+        assert!(c.validate().unwrap_err().to_string().starts_with("netdev.device_exclude:"));
+    }
+}

@@ -1,0 +1,79 @@
+//! vigil-agent: one process per GPU node that replaces node_exporter + dcgm-exporter.
+//!
+//! # Layout
+//! - [`config`]: `agent.toml` and its defaults.
+//! - [`sources`]: one file per part of the machine (cpu, meminfo, ..., gpu), each a
+//!   [`sources::Source`]; the explicit registry is [`sources::host_sources`].
+//! - [`collect`]: runs every source on its own blocking thread with a deadline and turns
+//!   the results into a [`collect::Snapshot`], with node_exporter's scrape-health families.
+//! - [`http`]: the Prometheus endpoint; a scrape encodes the latest snapshot (classic
+//!   text or OpenMetrics by `Accept`, gzip when asked) and never triggers a collection.
+//! - [`run`]: wires them together until the shutdown future resolves.
+
+pub mod collect;
+pub mod config;
+pub mod http;
+pub mod sources;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::AgentConfig;
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("serving /metrics: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("gpu: {0}")]
+    Gpu(String),
+}
+
+/// Runs the agent on `listener` until `shutdown` resolves: a collection every
+/// `interval_secs`, the endpoint serving the latest one.
+pub async fn run(
+    config: AgentConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    config.validate()?;
+    let node_name = config.effective_node_name();
+    let sources = sources::host_sources(&config);
+    let collector = Arc::new(collect::Collector::new(
+        sources,
+        Duration::from_secs_f64(config.source_timeout_secs),
+    ));
+    let first = collector.collect_once().await;
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(first));
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let interval = Duration::from_secs_f64(config.interval_secs);
+    let loop_collector = Arc::clone(&collector);
+    let collect_task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let snapshot = loop_collector.collect_once().await;
+                    snapshot_tx.send_replace(Arc::new(snapshot));
+                }
+                _ = stop_rx.changed() => break,
+            }
+        }
+    });
+
+    let local = listener.local_addr().map_err(AgentError::Serve)?;
+    tracing::info!(address = %local, node = %node_name, "serving /metrics");
+    let served = http::serve(listener, snapshot_rx, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = collect_task.await;
+    served.map_err(AgentError::Serve)
+}

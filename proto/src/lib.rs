@@ -1,0 +1,12 @@
+//! Vigil's wire contract: the types that cross a process boundary, with no I/O.
+//!
+//! # Layout
+//! - [`metrics`]: a metric family as a source produces it (name, help, type, samples),
+//!   shared by the agent's snapshot and, later, the OTLP conversion.
+//! - [`exposition`]: Prometheus's text exposition formats — classic 0.0.4 and
+//!   OpenMetrics 1.0 (with counters' `_created` lines) — written from metric families.
+
+pub mod exposition;
+pub mod metrics;
+
+pub use metrics::{MetricFamily, MetricKind, Sample};

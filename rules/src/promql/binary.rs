@@ -1,0 +1,245 @@
+//! Binary operators: arithmetic, comparison (filtering or `bool`) and set operators,
+//! with `on`/`ignoring` and `group_left`/`group_right` vector matching. Matching hashes
+//! each side by its matching-label signature, so the cost is linear in series.
+
+use std::collections::{HashMap, HashSet};
+
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
+    T_MUL, T_NEQ, T_POW, T_SUB, TokenId,
+};
+use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use super::engine::{Ctx, Sample, Val};
+use super::{EvalError, Labels, METRIC_NAME};
+
+fn is_comparison(op: TokenId) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+fn is_set(op: TokenId) -> bool {
+    matches!(op, T_LAND | T_LOR | T_LUNLESS)
+}
+
+/// Applies `op`; for comparisons the boolean says whether the pair is kept.
+fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool), EvalError> {
+    Ok(match op {
+        T_ADD => (l + r, true),
+        T_SUB => (l - r, true),
+        T_MUL => (l * r, true),
+        T_DIV => (l / r, true),
+        T_POW => (l.powf(r), true),
+        T_MOD => (l % r, true),
+        T_ATAN2 => (l.atan2(r), true),
+        T_EQLC => (l, l == r),
+        T_NEQ => (l, l != r),
+        T_GTR => (l, l > r),
+        T_LSS => (l, l < r),
+        T_GTE => (l, l >= r),
+        T_LTE => (l, l <= r),
+        _ => return Err(EvalError::Query(format!("operator {op} not allowed here"))),
+    })
+}
+
+pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, t: i64) -> Result<Val, EvalError> {
+    let op = b.op.id();
+    let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+    if b.modifier.as_ref().is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) {
+        return Err(EvalError::Query("fill modifiers are not supported".into()));
+    }
+    let lhs = ctx.eval(&b.lhs, t)?;
+    let rhs = ctx.eval(&b.rhs, t)?;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => {
+            let (v, keep) = apply(op, l, r)?;
+            if is_comparison(op) {
+                Ok(Val::Scalar(if keep { 1.0 } else { 0.0 }))
+            } else {
+                Ok(Val::Scalar(v))
+            }
+        }
+        (Val::Vector(vec), Val::Scalar(s)) => vector_scalar(op, vec, s, false, return_bool),
+        (Val::Scalar(s), Val::Vector(vec)) => vector_scalar(op, vec, s, true, return_bool),
+        (Val::Vector(l), Val::Vector(r)) => {
+            let m = Matching::new(b);
+            if is_set(op) {
+                Ok(Val::Vector(set_op(op, l, r, &m)))
+            } else {
+                vector_vector(op, l, r, &m, return_bool).map(Val::Vector)
+            }
+        }
+        (l, r) => Err(EvalError::Query(format!(
+            "binary expression must contain only scalar and instant vector types, got {} and {}",
+            l.type_name(),
+            r.type_name()
+        ))),
+    }
+}
+
+fn vector_scalar(
+    op: TokenId,
+    vec: Vec<Sample>,
+    s: f64,
+    scalar_on_left: bool,
+    return_bool: bool,
+) -> Result<Val, EvalError> {
+    let mut out = Vec::with_capacity(vec.len());
+    for mut smp in vec {
+        let (l, r) = if scalar_on_left { (s, smp.v) } else { (smp.v, s) };
+        let (mut v, mut keep) = apply(op, l, r)?;
+        if is_comparison(op) {
+            // The vector element's value is the output, whichever side it was on.
+            v = smp.v;
+            if return_bool {
+                v = if keep { 1.0 } else { 0.0 };
+                keep = true;
+            }
+        }
+        if !keep {
+            continue;
+        }
+        smp.v = v;
+        if !is_comparison(op) || return_bool {
+            smp.drop_name = true;
+        }
+        out.push(smp);
+    }
+    Ok(Val::Vector(out))
+}
+
+/// The `on`/`ignoring` and `group_*` parts of a binary expression.
+struct Matching {
+    on: bool,
+    labels: Vec<String>,
+    card: VectorMatchCardinality,
+}
+
+impl Matching {
+    fn new(b: &BinaryExpr) -> Self {
+        let (on, labels) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            None => (false, Vec::new()),
+        };
+        let card = b.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+        Matching { on, labels, card }
+    }
+
+    /// The labels two samples must share to match; `ignoring` never compares names.
+    fn signature(&self, l: &Labels) -> Labels {
+        if self.on {
+            l.filter(&self.labels, true)
+        } else {
+            let mut drop = self.labels.clone();
+            drop.push(METRIC_NAME.to_string());
+            l.filter(&drop, false)
+        }
+    }
+}
+
+fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, m: &Matching) -> Vec<Sample> {
+    match op {
+        T_LAND => {
+            let rs: HashSet<Labels> = r.iter().map(|s| m.signature(&s.labels)).collect();
+            l.into_iter().filter(|s| rs.contains(&m.signature(&s.labels))).collect()
+        }
+        T_LUNLESS => {
+            let rs: HashSet<Labels> = r.iter().map(|s| m.signature(&s.labels)).collect();
+            l.into_iter().filter(|s| !rs.contains(&m.signature(&s.labels))).collect()
+        }
+        _ => {
+            let ls: HashSet<Labels> = l.iter().map(|s| m.signature(&s.labels)).collect();
+            let mut out = l;
+            out.extend(r.into_iter().filter(|s| !ls.contains(&m.signature(&s.labels))));
+            out
+        }
+    }
+}
+
+fn vector_vector(
+    op: TokenId,
+    lhs: Vec<Sample>,
+    rhs: Vec<Sample>,
+    m: &Matching,
+    return_bool: bool,
+) -> Result<Vec<Sample>, EvalError> {
+    let (include, swapped) = match &m.card {
+        VectorMatchCardinality::ManyToMany => {
+            return Err(EvalError::Query("many-to-many only allowed for set operators".into()));
+        }
+        VectorMatchCardinality::OneToOne => (Vec::new(), false),
+        VectorMatchCardinality::ManyToOne(l) => (l.labels.clone(), false),
+        VectorMatchCardinality::OneToMany(l) => (l.labels.clone(), true),
+    };
+    let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
+    // The "one" side is always indexed; group_right swaps the roles.
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(one.len());
+    for (i, s) in one.iter().enumerate() {
+        let sig = m.signature(&s.labels);
+        if let Some(&j) = index.get(&sig) {
+            let side = if swapped { "left" } else { "right" };
+            return Err(EvalError::Query(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                sig.go_string(),
+                one[j].labels.go_string(),
+                s.labels.go_string()
+            )));
+        }
+        index.insert(sig, i);
+    }
+    let drop_name_op = !is_comparison(op) || return_bool;
+    let mut matched_sigs: HashSet<Labels> = HashSet::new();
+    let mut out_labels: HashSet<Labels> = HashSet::new();
+    let mut out = Vec::new();
+    for ms in &many {
+        let sig = m.signature(&ms.labels);
+        let Some(&j) = index.get(&sig) else { continue };
+        let os = &one[j];
+        let (l, r) = if swapped { (os.v, ms.v) } else { (ms.v, os.v) };
+        let (mut v, mut keep) = apply(op, l, r)?;
+        if return_bool {
+            v = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if !keep {
+            continue;
+        }
+        let labels = result_labels(&ms.labels, &os.labels, m, &include, one_to_one);
+        if one_to_one {
+            if !matched_sigs.insert(sig) {
+                return Err(EvalError::Query(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
+            }
+        } else if !out_labels.insert(labels.clone()) {
+            return Err(EvalError::Query(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
+        }
+        out.push(Sample { labels, v, drop_name: ms.drop_name || drop_name_op });
+    }
+    Ok(out)
+}
+
+fn result_labels(many: &Labels, one: &Labels, m: &Matching, include: &[String], one_to_one: bool) -> Labels {
+    if one_to_one && m.on {
+        return many.filter(&m.labels, true);
+    }
+    if (!one_to_one || m.labels.is_empty()) && include.is_empty() {
+        return many.clone();
+    }
+    let mut b = many.to_builder();
+    if one_to_one {
+        for l in &m.labels {
+            b.del(l);
+        }
+    }
+    for l in include {
+        match one.get(l) {
+            Some(v) => b.set(l, v),
+            None => b.del(l),
+        };
+    }
+    b.build()
+}

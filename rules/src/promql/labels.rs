@@ -1,0 +1,176 @@
+//! An immutable, sorted label set shared by reference counting, because the engine
+//! copies label sets into every intermediate vector and alert state keys on them.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The label that carries the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// A sorted (by name), duplicate-free label set including `__name__`. Empty values
+/// are dropped on construction, as Prometheus treats them as absent.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Labels(Arc<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    /// The empty label set.
+    pub fn empty() -> Self {
+        Labels::default()
+    }
+
+    /// Builds a label set from pairs; later duplicates win, empty values are dropped.
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+        let mut b = LabelsBuilder::default();
+        for (n, v) in pairs {
+            b.set(n.as_ref(), v.as_ref());
+        }
+        b.build()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_ref())
+    }
+
+    /// The metric name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A builder pre-filled with these labels.
+    pub fn to_builder(&self) -> LabelsBuilder {
+        LabelsBuilder {
+            pairs: self.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    /// The same set without `__name__`.
+    pub fn without_name(&self) -> Labels {
+        if self.get(METRIC_NAME).is_none() {
+            return self.clone();
+        }
+        Labels(self.0.iter().filter(|(n, _)| n.as_ref() != METRIC_NAME).cloned().collect())
+    }
+
+    /// Only the named labels (`keep = true`) or all but them (`keep = false`).
+    pub fn filter(&self, names: &[String], keep: bool) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|(n, _)| names.iter().any(|x| x.as_str() == n.as_ref()) == keep)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl Labels {
+    /// Go's `labels.Labels.String()` form, `{__name__="up", job="x"}`, used in error
+    /// messages that tests compare verbatim.
+    pub fn go_string(&self) -> String {
+        let parts: Vec<String> = self.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+        format!("{{{}}}", parts.join(", "))
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prometheus's text form: `name{a="b", c="d"}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = self.name() {
+            f.write_str(n)?;
+        }
+        f.write_str("{")?;
+        let mut first = true;
+        for (n, v) in self.iter().filter(|(n, _)| *n != METRIC_NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{n}={v:?}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Mutable label set used to derive new sets from old ones.
+#[derive(Debug, Clone, Default)]
+pub struct LabelsBuilder {
+    pairs: Vec<(String, String)>,
+}
+
+impl LabelsBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a label; an empty value deletes it.
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        if value.is_empty() {
+            return self.del(name);
+        }
+        match self.pairs.iter_mut().find(|(n, _)| n == name) {
+            Some(p) => p.1 = value.to_string(),
+            None => self.pairs.push((name.to_string(), value.to_string())),
+        }
+        self
+    }
+
+    pub fn del(&mut self, name: &str) -> &mut Self {
+        self.pairs.retain(|(n, _)| n != name);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn build(&self) -> Labels {
+        let mut v: Vec<(Box<str>, Box<str>)> = self
+            .pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n.as_str().into(), v.as_str().into()))
+            .collect();
+        v.sort();
+        Labels(v.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_and_deduplicated() {
+        let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("b", "3"), ("c", "")]);
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![("a", "1"), ("b", "3")]);
+        assert_eq!(l.get("b"), Some("3"));
+        assert_eq!(l.get("c"), None);
+    }
+
+    #[test]
+    fn display_like_prometheus() {
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "x\"y")]);
+        assert_eq!(l.to_string(), "up{job=\"x\\\"y\"}");
+    }
+}

@@ -1,0 +1,125 @@
+//! PromQL evaluation with Prometheus 3 semantics for float samples.
+//!
+//! Parsing is delegated to `promql-parser`; this module evaluates the parsed [`Expr`]
+//! against any [`Storage`] (the collector's store in production, [`MemoryStorage`] in
+//! tests and benchmarks). Native histograms are out of scope: queries that need them
+//! fail with [`EvalError::NativeHistogram`].
+//!
+//! # Layout
+//! - `labels`: the [`Labels`] set and its builder.
+//! - `storage`: the [`Storage`] trait's in-memory implementation with an inverted index.
+//! - `engine`: query context, selectors, subqueries, step loop.
+//! - `binary`, `aggregate`, `functions`, `range_functions`, `histogram`: operators.
+//! - [`promqltest`]: the runner for Prometheus's promqltest files.
+
+mod aggregate;
+mod binary;
+mod engine;
+mod functions;
+mod histogram;
+mod labels;
+pub mod promqltest;
+mod range_functions;
+mod storage;
+
+pub use engine::{Engine, EngineOptions};
+pub use labels::{Labels, LabelsBuilder, METRIC_NAME};
+pub use promql_parser::label::{MatchOp, Matcher, Matchers};
+pub use promql_parser::parser::Expr;
+pub use storage::MemoryStorage;
+
+/// Bit pattern Prometheus writes when a series disappears; it must never be read as a value.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The staleness marker as an `f64`, for stores that write it.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// True only for the exact staleness marker, not for ordinary NaN values.
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// One series with its samples, ascending by timestamp (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// One sample of an instant vector. `t_ms` is the evaluation time, as in Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstantSample {
+    pub labels: Labels,
+    pub t_ms: i64,
+    pub v: f64,
+}
+
+/// The result of an instant query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar { t_ms: i64, v: f64 },
+    String { t_ms: i64, s: String },
+    Vector(Vec<InstantSample>),
+    /// Only returned when the query itself is a range vector (`foo[5m]`).
+    Matrix(Vec<Series>),
+}
+
+/// Non-fatal notes a query produced, worded as Prometheus words them
+/// (`PromQL warning: ...`, `PromQL info: ...`), without position suffix.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Annotations {
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+/// A value together with the annotations raised while computing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotated<T> {
+    pub value: T,
+    pub annotations: Annotations,
+}
+
+/// A storage backend failed to answer a select.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(pub String);
+
+/// Where the engine reads series from. Implementations return every series matching
+/// the matchers that has at least one sample in `[start_ms, end_ms]`, with only the
+/// samples in that range, ascending. Staleness markers must be returned as stored.
+pub trait Storage {
+    fn select(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError>;
+}
+
+/// Why a query failed. Messages match Prometheus's where tests compare them.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The query needs native histograms, which this engine does not implement.
+    #[error("native histograms are not supported: {0}")]
+    NativeHistogram(String),
+    /// Two output series ended up with the same label set.
+    #[error("vector cannot contain metrics with the same labelset")]
+    DuplicateLabelset,
+    /// Any other runtime error, worded as Prometheus words it.
+    #[error("{0}")]
+    Query(String),
+}
+
+/// Why a query did not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("parse error: {0}")]
+pub struct ParseError(pub String);
+
+/// Parses a PromQL expression.
+pub fn parse(expr: &str) -> Result<Expr, ParseError> {
+    promql_parser::parser::parse(expr).map_err(ParseError)
+}

@@ -1,0 +1,183 @@
+//! In-memory series store with an inverted index, used by tests, the promqltest runner
+//! and benchmarks. Equality (and non-empty regex) matchers are answered from postings
+//! so a selector touching 8 of 8,000 series does not scan the other 7,992.
+
+use std::collections::HashMap;
+
+use super::{Labels, Matcher, Matchers, Series, Storage, StorageError};
+
+/// Series held in memory, indexed by label name and value.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStorage {
+    series: Vec<Series>,
+    ids: HashMap<Labels, usize>,
+    /// label name → label value → ascending series ids.
+    postings: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one sample; a sample at an existing timestamp replaces the old one.
+    pub fn add(&mut self, labels: Labels, t_ms: i64, v: f64) {
+        let id = match self.ids.get(&labels) {
+            Some(&id) => id,
+            None => {
+                let id = self.series.len();
+                for (n, val) in labels.iter() {
+                    self.postings
+                        .entry(n.to_string())
+                        .or_default()
+                        .entry(val.to_string())
+                        .or_default()
+                        .push(id);
+                }
+                self.ids.insert(labels.clone(), id);
+                self.series.push(Series { labels, samples: Vec::new() });
+                id
+            }
+        };
+        let samples = &mut self.series[id].samples;
+        match samples.last() {
+            Some(&(last, _)) if last >= t_ms => {
+                let i = samples.partition_point(|&(t, _)| t < t_ms);
+                if samples.get(i).is_some_and(|&(t, _)| t == t_ms) {
+                    samples[i].1 = v;
+                } else {
+                    samples.insert(i, (t_ms, v));
+                }
+            }
+            _ => samples.push((t_ms, v)),
+        }
+    }
+
+    /// Drops every series.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Number of series held.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Series ids a single matcher can be answered with from the index, if it can.
+    fn candidates(&self, m: &Matcher) -> Option<Vec<usize>> {
+        if m.is_match("") {
+            return None;
+        }
+        let values = self.postings.get(&m.name);
+        if let promql_parser::label::MatchOp::Equal = m.op {
+            return Some(
+                values
+                    .and_then(|vs| vs.get(&m.value))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        let mut ids: Vec<usize> = values
+            .into_iter()
+            .flatten()
+            .filter(|(v, _)| m.is_match(v))
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        Some(ids)
+    }
+
+    fn select_group(&self, group: &[Matcher], out: &mut Vec<usize>) {
+        let mut best: Option<Vec<usize>> = None;
+        for m in group {
+            if let Some(c) = self.candidates(m) {
+                if best.as_ref().is_none_or(|b| c.len() < b.len()) {
+                    best = Some(c);
+                }
+                // An equality lookup is as selective as it gets.
+                if matches!(m.op, promql_parser::label::MatchOp::Equal) {
+                    break;
+                }
+            }
+        }
+        let matches = |id: usize| {
+            let l = &self.series[id].labels;
+            group.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
+        };
+        match best {
+            Some(ids) => out.extend(ids.into_iter().filter(|&id| matches(id))),
+            None => out.extend((0..self.series.len()).filter(|&id| matches(id))),
+        }
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn select(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        let mut ids = Vec::new();
+        if matchers.or_matchers.is_empty() {
+            self.select_group(&matchers.matchers, &mut ids);
+        } else {
+            for g in &matchers.or_matchers {
+                let mut group = g.clone();
+                group.extend(matchers.matchers.iter().cloned());
+                self.select_group(&group, &mut ids);
+            }
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let s = &self.series[id];
+            let lo = s.samples.partition_point(|&(t, _)| t < start_ms);
+            let hi = s.samples.partition_point(|&(t, _)| t <= end_ms);
+            if lo < hi {
+                out.push(Series { labels: s.labels.clone(), samples: s.samples[lo..hi].to_vec() });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promql_parser::label::MatchOp;
+
+    fn store() -> MemoryStorage {
+        let mut s = MemoryStorage::new();
+        for (i, job) in ["a", "b", "c"].iter().enumerate() {
+            let l = Labels::from_pairs([("__name__", "up"), ("job", job)]);
+            s.add(l.clone(), 2000, i as f64);
+            s.add(l, 1000, 9.0);
+        }
+        s
+    }
+
+    #[test]
+    fn equality_and_regex_and_time_range() {
+        let s = store();
+        let m = Matchers::new(vec![
+            Matcher::new(MatchOp::Equal, "__name__", "up"),
+            Matcher::new(MatchOp::Re(regex::Regex::new("^(?:a|c)$").unwrap()), "job", "a|c"),
+        ]);
+        let got = s.select(&m, 1500, 3000).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].samples, vec![(2000, 0.0)]);
+        assert_eq!(got[1].labels.get("job"), Some("c"));
+        let none = s.select(&m, 3000, 4000).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn out_of_order_insert_keeps_order() {
+        let s = store();
+        let m = Matchers::new(vec![Matcher::new(MatchOp::Equal, "job", "b")]);
+        let got = s.select(&m, 0, 5000).unwrap();
+        assert_eq!(got[0].samples, vec![(1000, 9.0), (2000, 1.0)]);
+    }
+}

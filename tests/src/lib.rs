@@ -1,0 +1,148 @@
+//! Vigil's cross-process tests and benchmarks: real binaries against real peers.
+//!
+//! # Layout
+//! - [`binary`]: finds a workspace binary that `./tests/run.sh` built.
+//! - [`http_get`]: a minimal HTTP/1.1 client over loopback for scraping endpoints.
+//! - `src/bin/agent-bench.rs`: the agent beside Debian's prometheus-node-exporter
+//!   (`./tests/agent-bench.sh`).
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// The path of a workspace binary in the target directory this crate was built into.
+/// `./tests/run.sh` runs `cargo build --workspace --bins` before the tests, because
+/// `cargo test` builds only the binaries of the package under test.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{name} is not built next to {}: run `cargo build --workspace --bins` first (./tests/run.sh does)",
+        exe.display()
+    )
+}
+
+/// A response from [`http_get`].
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text, gunzipped when the server compressed it.
+    pub fn text(&self) -> anyhow::Result<String> {
+        if self.header("content-encoding") == Some("gzip") {
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(&self.body[..])
+                .read_to_string(&mut out)
+                .context("gunzipping the body")?;
+            Ok(out)
+        } else {
+            String::from_utf8(self.body.clone()).context("body is not UTF-8")
+        }
+    }
+}
+
+/// GET `path` from `addr` with extra request headers; HTTP/1.1, `Connection: close`.
+pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let mut response_headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            response_headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let chunked = response_headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line)?;
+            let size = usize::from_str_radix(size_line.trim(), 16)
+                .with_context(|| format!("bad chunk size {size_line:?}"))?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(Response {
+        status,
+        headers: response_headers,
+        body,
+    })
+}
+
+/// Waits until `addr` accepts a connection, up to `timeout`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on {addr} after {timeout:?}")
+}
+
+/// A free loopback port: bind :0, read the port, release it.
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    listener.local_addr().context("reading the bound address")
+}
+
+/// A child process that is killed when dropped, so a failing test leaves nothing behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,107 @@
+//! `vigil`: the operator's command.
+//!
+//! `vigil up` is the README's first command. Until the collector and the dashboard
+//! exist it runs this machine's agent in the foreground and says where its /metrics is;
+//! `--demo` gives that agent eight simulated GPUs so a newcomer without GPUs sees them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about = "Vigil: observability and operations for GPU clusters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Vigil on this machine: an agent for this node, in the foreground.
+    Up {
+        /// Add eight simulated GPUs (no GPU needed).
+        #[arg(long)]
+        demo: bool,
+        /// Where the agent's Prometheus endpoint listens.
+        #[arg(long, default_value = "127.0.0.1:9435")]
+        listen: SocketAddr,
+        /// Where Vigil keeps its data.
+        #[arg(long, default_value = "vigil-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Up {
+            demo,
+            listen,
+            data_dir,
+        } => up(demo, listen, data_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn up(demo: bool, listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let mut config = vigil_agent::AgentConfig {
+        listen,
+        state_dir: data_dir.join("agent"),
+        ..Default::default()
+    };
+    if demo {
+        config.gpu.simulate_gpus = 8;
+        config.gpu.expected_count = 8;
+        let faults = data_dir.join("demo-faults.toml");
+        if !faults.exists() {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            std::fs::write(
+                &faults,
+                "# Faults for the simulated GPUs; edit while `vigil up --demo` runs.\n\
+                 # Format: agent/nvml-sim/README.md\n",
+            )
+            .with_context(|| format!("writing {}", faults.display()))?;
+        }
+        config.gpu.simulate_faults = faults;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        println!("vigil up: agent for this node serving http://{address}/metrics");
+        if demo {
+            println!(
+                "vigil up: 8 simulated GPUs; inject faults by editing {}",
+                config.gpu.simulate_faults.display()
+            );
+        }
+        println!("vigil up: Ctrl-C stops it");
+        vigil_agent::run(config, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
