@@ -4,6 +4,7 @@
  * with no dependencies. The grammar is documented in README.md; anything outside it
  * is an error naming the line, so a typo never silently injects nothing.
  */
+#define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>

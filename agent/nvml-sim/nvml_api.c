@@ -2,9 +2,11 @@
  * The NVML entry points, with nvml.h's exact names and signatures, answering from
  * the simulation in sim_state.c. Only these functions are exported.
  */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "sim_internal.h"
@@ -12,26 +14,8 @@
 #define MIB (1024ULL * 1024ULL)
 #define TOTAL_MEMORY (81559ULL * MIB) /* what an H100 80GB HBM3 reports */
 #define RESERVED_MEMORY (592ULL * MIB)
-#define SUPPORTED_EVENTS                                                                  \
-    (nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError | nvmlEventTypePState | \
-     nvmlEventTypeXidCriticalError | nvmlEventTypeClock)
-
-static nvmlReturn_t leave(nvmlReturn_t rc) {
-    pthread_mutex_unlock(&sim_lock);
-    return rc;
-}
-
-/* Takes the lock and checks the library and the handle; unlocks again on failure. */
-static nvmlReturn_t enter(nvmlDevice_t device) {
-    pthread_mutex_lock(&sim_lock);
-    if (sim_init_count == 0) return leave(NVML_ERROR_UNINITIALIZED);
-    if (device == NULL || device < sim_gpus || device >= sim_gpus + sim_gpu_count)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    sim_refresh_faults();
-    if (sim_is_lost(device)) return leave(NVML_ERROR_GPU_IS_LOST);
-    sim_advance(device);
-    return NVML_SUCCESS;
-}
+#define leave sim_leave
+#define enter sim_enter
 
 static nvmlReturn_t enter_system(void) {
     pthread_mutex_lock(&sim_lock);
@@ -185,24 +169,24 @@ NVML_API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t device, char *serial, uns
     return leave(copy_string(device->serial, serial, length));
 }
 
-static nvmlReturn_t uint_out(nvmlDevice_t device, unsigned int *out, unsigned int value_if_ok,
-                             int use_index) {
+/* Index, minor number and board id are all the GPU's index: the simulated GPUs are
+ * numbered like a fresh boot (/dev/nvidiaN for GPU N), one GPU per board. */
+static nvmlReturn_t index_out(nvmlDevice_t device, unsigned int *out) {
     nvmlReturn_t rc = enter(device);
     if (rc) return rc;
     if (!out) return leave(NVML_ERROR_INVALID_ARGUMENT);
-    *out = use_index ? device->index : value_if_ok;
+    *out = device->index;
     return leave(NVML_SUCCESS);
 }
 
 NVML_API nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index) {
-    return uint_out(device, index, 0, 1);
+    return index_out(device, index);
 }
-/* /dev/nvidiaN: the simulated GPUs are numbered like a fresh boot, minor == index. */
 NVML_API nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *minor) {
-    return uint_out(device, minor, 0, 1);
+    return index_out(device, minor);
 }
 NVML_API nvmlReturn_t nvmlDeviceGetBoardId(nvmlDevice_t device, unsigned int *board) {
-    return uint_out(device, board, 0, 1);
+    return index_out(device, board);
 }
 
 NVML_API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {

@@ -13,6 +13,16 @@ extern struct sim_gpu sim_gpus[SIM_MAX_GPUS];
 extern struct fault_state sim_faults;
 extern struct sim_event_set *sim_sets;
 
+#define SIM_SUPPORTED_EVENTS                                                            \
+    (nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError | nvmlEventTypePState | \
+     nvmlEventTypeXidCriticalError | nvmlEventTypeClock)
+
+/* Takes sim_lock and checks the library and the handle (refreshing the faults and
+ * answering GPU_IS_LOST for a lost GPU); on failure it has unlocked again. */
+nvmlReturn_t sim_enter(nvmlDevice_t device);
+/* Unlocks sim_lock and returns rc. */
+nvmlReturn_t sim_leave(nvmlReturn_t rc);
+
 double sim_now_s(void);
 /* Reads the settings (once per library instance) and lays out the GPUs. */
 void sim_configure(void);

@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,9 @@ static void chomp(char *s) {
 /* Reads `<dir of this library>/nvml-sim.conf`; returns 0 when it was there. */
 static int read_config_beside_library(void) {
     Dl_info info;
-    if (dladdr((void *)&sim_now_s, &info) == 0 || info.dli_fname == NULL) return -1;
+    /* Any object of this library locates it; a data object avoids casting a
+     * function pointer. */
+    if (dladdr((const void *)&configured, &info) == 0 || info.dli_fname == NULL) return -1;
     char path[4096];
     snprintf(path, sizeof(path), "%s", info.dli_fname);
     char *slash = strrchr(path, '/');
@@ -142,6 +145,25 @@ void sim_configure(void) {
         g->pcie_replay_base = splitmix(&st) % 3;
         g->last_update_s = now;
     }
+}
+
+nvmlReturn_t sim_leave(nvmlReturn_t rc) {
+    pthread_mutex_unlock(&sim_lock);
+    return rc;
+}
+
+nvmlReturn_t sim_enter(nvmlDevice_t device) {
+    pthread_mutex_lock(&sim_lock);
+    if (sim_init_count == 0) return sim_leave(NVML_ERROR_UNINITIALIZED);
+    /* Compared as integers: a foreign pointer is not an error to compare. */
+    uintptr_t p = (uintptr_t)device, first = (uintptr_t)&sim_gpus[0];
+    if (p < first || p >= first + sim_gpu_count * sizeof(struct sim_gpu) ||
+        (p - first) % sizeof(struct sim_gpu) != 0)
+        return sim_leave(NVML_ERROR_INVALID_ARGUMENT);
+    sim_refresh_faults();
+    if (sim_is_lost(device)) return sim_leave(NVML_ERROR_GPU_IS_LOST);
+    sim_advance(device);
+    return NVML_SUCCESS;
 }
 
 /* ---- fault file ---------------------------------------------------------------- */

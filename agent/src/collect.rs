@@ -238,3 +238,119 @@ pub fn merge_families(mut families: Vec<MetricFamily>) -> Vec<MetricFamily> {
 pub fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    struct Fixed(&'static str);
+    impl Source for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
+            out.push(MetricFamily::gauge(format!("{}_value", self.0), "test").with(&[], 1.0));
+            Ok(())
+        }
+    }
+
+    /// Blocks until the test lets it go, counting how often it was started.
+    struct Stuck {
+        release: Mutex<mpsc::Receiver<()>>,
+        starts: AtomicU64,
+    }
+    impl Source for Stuck {
+        fn name(&self) -> &'static str {
+            "stuck"
+        }
+        fn collect(&self, _out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
+            self.starts.fetch_add(1, Ordering::SeqCst);
+            let _ = self.release.lock().map(|r| r.recv());
+            Ok(())
+        }
+    }
+
+    struct Partial;
+    impl Source for Partial {
+        fn name(&self) -> &'static str {
+            "partial"
+        }
+        fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
+            out.push(MetricFamily::gauge("partial_value", "test").with(&[], 2.0));
+            Err(SourceError::Other("one mount unreadable".into()))
+        }
+    }
+
+    fn success(snapshot: &Snapshot, collector: &str) -> Option<f64> {
+        snapshot
+            .family("node_scrape_collector_success")?
+            .samples
+            .iter()
+            .find(|s| s.labels[0].1 == collector)
+            .map(|s| s.value)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stuck_source_is_reported_and_not_restarted() {
+        let (tx, rx) = mpsc::channel();
+        let stuck = Arc::new(Stuck {
+            release: Mutex::new(rx),
+            starts: AtomicU64::new(0),
+        });
+        let collector = Collector::new(
+            vec![Arc::new(Fixed("a")), stuck.clone(), Arc::new(Partial)],
+            Duration::from_millis(100),
+        );
+        for _ in 0..3 {
+            let started = Instant::now();
+            let snapshot = collector.collect_once().await;
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(success(&snapshot, "a"), Some(1.0));
+            assert_eq!(success(&snapshot, "stuck"), Some(0.0));
+            assert!(snapshot.family("a_value").is_some());
+            // A failing source keeps what it did produce.
+            assert_eq!(success(&snapshot, "partial"), Some(0.0));
+            assert!(snapshot.family("partial_value").is_some());
+        }
+        assert_eq!(stuck.starts.load(Ordering::SeqCst), 1, "restarted while stuck");
+
+        // Releasing it (and every later run) lets it return; it runs again next cycle.
+        drop(tx);
+        let mut recovered = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if success(&collector.collect_once().await, "stuck") == Some(1.0) {
+                recovered = true;
+                break;
+            }
+        }
+        assert!(recovered);
+    }
+
+    #[test]
+    fn families_of_one_name_merge_and_sort() {
+        let a = MetricFamily::gauge("b_metric", "x").with(&[("k", "1")], 1.0);
+        let b = MetricFamily::gauge("a_metric", "x").with(&[], 1.0);
+        let c = MetricFamily::gauge("b_metric", "x").with(&[("k", "2")], 2.0);
+        let d = MetricFamily::unknown("b_metric", "clash").with(&[("k", "3")], 2.0);
+        let merged = merge_families(vec![a, b, c]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].name, "a_metric");
+        assert_eq!(merged[1].samples.len(), 2);
+        let clashed = merge_families(vec![merged[1].clone(), d]);
+        assert_eq!(clashed.len(), 1);
+        assert_eq!(clashed[0].samples.len(), 2);
+    }
+
+    #[test]
+    fn snapshot_encodes_once_per_format() {
+        let snapshot = Snapshot::new(vec![MetricFamily::gauge("x", "y").with(&[], 1.0)], vec![]);
+        let first = snapshot.encoded(Format::Text);
+        let second = snapshot.encoded(Format::Text);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(snapshot.encoded(Format::OpenMetrics).ends_with(b"# EOF\n"));
+    }
+}

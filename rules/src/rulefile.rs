@@ -250,10 +250,10 @@ fn duration_field(n: &Node, what: &str) -> Result<At<i64>, YamlError> {
 }
 
 fn decode_group(n: &Node) -> Result<RawGroup, Vec<YamlError>> {
-    let f = n.fields(
+    let (f, mut errs) = n.fields_collect(
         "rulefmt.RuleGroup",
         &["name", "interval", "query_offset", "limit", "rules", "labels"],
-    )?;
+    );
     let one = |e: YamlError| vec![e];
     let name = match f.get("name") {
         Some(v) => at(v, v.string("name").map_err(one)?),
@@ -270,7 +270,6 @@ fn decode_group(n: &Node) -> Result<RawGroup, Vec<YamlError>> {
         None => Vec::new(),
     };
     let mut rules = Vec::new();
-    let mut errs = Vec::new();
     if let Some(rn) = f.get("rules") {
         for r in rn.seq("rules").map_err(one)? {
             match decode_rule(r) {
@@ -297,10 +296,13 @@ fn string_pairs(n: &Node, what: &str) -> Result<Vec<(At<String>, At<String>)>, Y
 }
 
 fn decode_rule(n: &Node) -> Result<RawRule, Vec<YamlError>> {
-    let f = n.fields(
+    let (f, unknown) = n.fields_collect(
         "rulefmt.RuleNode",
         &["record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations", "recovery"],
-    )?;
+    );
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
     let one = |e: YamlError| vec![e];
     let s = |k: &str| -> Result<Option<At<String>>, Vec<YamlError>> {
         f.get(k).map(|v| v.string(k).map(|s| at(v, s))).transpose().map_err(one)

@@ -255,10 +255,21 @@ impl Node {
         go_type: &str,
         known: &[&str],
     ) -> Result<HashMap<&'n str, &'n Node>, Vec<YamlError>> {
+        let (out, errs) = self.fields_collect(go_type, known);
+        if errs.is_empty() { Ok(out) } else { Err(errs) }
+    }
+
+    /// Like [`Node::fields`], but returns the known fields even when there are unknown
+    /// ones, so decoding can go on and report the problems of nested nodes too.
+    pub fn fields_collect<'n>(
+        &'n self,
+        go_type: &str,
+        known: &[&str],
+    ) -> (HashMap<&'n str, &'n Node>, Vec<YamlError>) {
         let entries = match &self.kind {
             NodeKind::Map(e) => e.as_slice(),
             _ if self.is_null() => &[],
-            _ => return Err(vec![self.type_error("", go_type)]),
+            _ => return (HashMap::new(), vec![self.type_error("", go_type)]),
         };
         let mut out = HashMap::new();
         let mut errs = Vec::new();
@@ -270,7 +281,7 @@ impl Node {
                 errs.push(YamlError::at(k, format!("field {name} not found in type {go_type}")));
             }
         }
-        if errs.is_empty() { Ok(out) } else { Err(errs) }
+        (out, errs)
     }
 }
 

@@ -9,6 +9,30 @@
 //! Parsing is split from reading: every parser is a pure function over the text of a
 //! file, tested against captured real files in `agent/testdata/`.
 
+pub mod cpu;
+pub mod diskstats;
+pub mod filefd;
+pub mod filesystem;
+pub mod hwmon;
+pub mod gpu;
+mod gpu_events;
+mod gpu_fields;
+pub mod loadavg;
+pub mod meminfo;
+pub mod netclass;
+pub mod netdev;
+pub mod netstat;
+#[cfg(test)]
+mod node_names;
+pub mod parse;
+pub mod pressure;
+pub mod sockstat;
+pub mod stat;
+pub mod statfs;
+pub mod time;
+pub mod uname;
+pub mod vmstat;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,6 +115,26 @@ pub fn read_file(path: &Path) -> Result<String, SourceError> {
 /// The host sources, in exposition order. An explicit list: adding a source means
 /// adding a line here.
 pub fn host_sources(config: &AgentConfig) -> Vec<Arc<dyn Source>> {
-    let _paths = &config.paths;
-    vec![]
+    let paths = config.paths.host_paths();
+    vec![
+        Arc::new(cpu::CpuSource::new(&paths)),
+        Arc::new(diskstats::DiskstatsSource::new(
+            &paths,
+            &config.diskstats.device_exclude,
+        )),
+        Arc::new(filefd::FilefdSource::new(&paths)),
+        Arc::new(filesystem::FilesystemSource::new(config)),
+        Arc::new(hwmon::HwmonSource::new(&paths)),
+        Arc::new(loadavg::LoadavgSource::new(&paths)),
+        Arc::new(meminfo::MeminfoSource::new(&paths)),
+        Arc::new(netclass::NetclassSource::new(&paths, &config.netdev.device_exclude)),
+        Arc::new(netdev::NetdevSource::new(&paths, &config.netdev.device_exclude)),
+        Arc::new(netstat::NetstatSource::new(&paths)),
+        Arc::new(pressure::PressureSource::new(&paths)),
+        Arc::new(sockstat::SockstatSource::new(&paths)),
+        Arc::new(stat::StatSource::new(&paths)),
+        Arc::new(time::TimeSource::new(&paths)),
+        Arc::new(uname::UnameSource),
+        Arc::new(vmstat::VmstatSource::new(&paths)),
+    ]
 }

@@ -196,6 +196,12 @@ fn vector_vector(
         let sig = m.signature(&ms.labels);
         let Some(&j) = index.get(&sig) else { continue };
         let os = &one[j];
+        // Checked before filtering: a comparison must not hide an ambiguous match.
+        if one_to_one && !matched_sigs.insert(sig) {
+            return Err(EvalError::Query(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+            ));
+        }
         let (l, r) = if swapped { (os.v, ms.v) } else { (ms.v, os.v) };
         let (mut v, mut keep) = apply(op, l, r)?;
         if return_bool {
@@ -206,13 +212,7 @@ fn vector_vector(
             continue;
         }
         let labels = result_labels(&ms.labels, &os.labels, m, &include, one_to_one);
-        if one_to_one {
-            if !matched_sigs.insert(sig) {
-                return Err(EvalError::Query(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                ));
-            }
-        } else if !out_labels.insert(labels.clone()) {
+        if !one_to_one && !out_labels.insert(labels.clone()) {
             return Err(EvalError::Query(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));

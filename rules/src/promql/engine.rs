@@ -83,6 +83,8 @@ pub(crate) struct Ctx<'a> {
     pub subquery_step_ms: i64,
     pub start_ms: i64,
     pub end_ms: i64,
+    /// Step of a range query; 0 for instant queries.
+    pub step_ms: i64,
     /// Time span each selector (keyed by its address in the AST) needs from storage.
     spans: HashMap<usize, (i64, i64)>,
     cache: RefCell<HashMap<usize, Rc<Vec<Series>>>>,
@@ -119,7 +121,7 @@ impl Engine {
         expr: &Expr,
         t_ms: i64,
     ) -> Result<Annotated<Value>, EvalError> {
-        let ctx = Ctx::new(self, st, expr, t_ms, t_ms);
+        let ctx = Ctx::new(self, st, expr, t_ms, t_ms, 0);
         let value = match ctx.eval(expr, t_ms)? {
             Val::Scalar(v) => Value::Scalar { t_ms, v },
             Val::Str(s) => Value::String { t_ms, s },
@@ -157,7 +159,7 @@ impl Engine {
         if step_ms <= 0 {
             return Err(EvalError::Query("zero or negative query resolution step widths are not accepted".into()));
         }
-        let ctx = Ctx::new(self, st, expr, start_ms, end_ms);
+        let ctx = Ctx::new(self, st, expr, start_ms, end_ms, step_ms);
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
         let mut t = start_ms;
@@ -220,7 +222,7 @@ fn system_time_ms(t: &SystemTime) -> i64 {
 }
 
 /// The selector's matchers plus the metric name written before the braces.
-fn full_matchers(vs: &VectorSelector) -> Matchers {
+pub(crate) fn full_matchers(vs: &VectorSelector) -> Matchers {
     let Some(name) = &vs.name else { return vs.matchers.clone() };
     let has_name = vs
         .matchers
@@ -237,13 +239,14 @@ fn full_matchers(vs: &VectorSelector) -> Matchers {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(engine: &Engine, st: &'a dyn Storage, expr: &Expr, start_ms: i64, end_ms: i64) -> Self {
+    pub fn new(engine: &Engine, st: &'a dyn Storage, expr: &Expr, start_ms: i64, end_ms: i64, step_ms: i64) -> Self {
         let mut ctx = Ctx {
             st,
             lookback_ms: engine.options.lookback_delta_ms,
             subquery_step_ms: engine.options.default_subquery_step_ms,
             start_ms,
             end_ms,
+            step_ms,
             spans: HashMap::new(),
             cache: RefCell::new(HashMap::new()),
             ann: RefCell::new(Annotations::default()),
@@ -323,6 +326,11 @@ impl<'a> Ctx<'a> {
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
+    }
+
+    /// The time span a selector reads over the whole query, if it is part of it.
+    pub fn span_of(&self, vs: &VectorSelector) -> Option<(i64, i64)> {
+        self.spans.get(&(vs as *const VectorSelector as usize)).copied()
     }
 
     /// The selector's series over the whole span the query needs, fetched once.

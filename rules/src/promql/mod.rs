@@ -17,7 +17,9 @@ mod binary;
 mod engine;
 mod functions;
 mod histogram;
+mod label_functions;
 mod labels;
+
 pub mod promqltest;
 mod range_functions;
 mod storage;

@@ -111,6 +111,18 @@ impl MemoryStorage {
     }
 }
 
+/// Whether a label set satisfies a selector's matchers (any `or` group).
+pub(crate) fn matches_labels(matchers: &Matchers, l: &Labels) -> bool {
+    let group_ok = |g: &[Matcher]| g.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")));
+    if matchers.or_matchers.is_empty() {
+        return group_ok(&matchers.matchers);
+    }
+    matchers
+        .or_matchers
+        .iter()
+        .any(|g| group_ok(g) && group_ok(&matchers.matchers))
+}
+
 impl Storage for MemoryStorage {
     fn select(
         &self,

@@ -1,0 +1,232 @@
+//! The alert state machine of Prometheus's `rules/alerting.go`: inactive → pending →
+//! firing → resolved (kept 15 minutes so the resolution reaches the notifier), `for`,
+//! `keep_firing_for`, templated labels and annotations, and the `ALERTS` /
+//! `ALERTS_FOR_STATE` series. The query result comes in; no I/O happens here.
+
+use std::collections::HashMap;
+
+use crate::promql::{InstantSample, Labels, LabelsBuilder, METRIC_NAME};
+use crate::rulefile::{Recovery, Rule};
+use crate::template::{Env, alert_data, expand_alert};
+
+/// How long a resolved alert is kept (and re-sent) before it is forgotten.
+pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertState {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+        }
+    }
+}
+
+/// One instance of an alerting rule, keyed by its labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// The alert's labels: the series' labels without `__name__`, the rule's expanded
+    /// labels, and `alertname`.
+    pub labels: Labels,
+    pub annotations: Vec<(String, String)>,
+    pub state: AlertState,
+    /// The expression's value at the last evaluation.
+    pub value: f64,
+    pub active_at_ms: i64,
+    pub fired_at_ms: Option<i64>,
+    pub resolved_at_ms: Option<i64>,
+    pub keep_firing_since_ms: Option<i64>,
+}
+
+/// An alerting rule and its active alerts.
+#[derive(Debug, Clone)]
+pub struct AlertingRule {
+    pub rule: Rule,
+    /// Labels added to the alert after templating (the group's and the rule's).
+    labels: Vec<(String, String)>,
+    external_labels: Vec<(String, String)>,
+    external_url: String,
+    active: HashMap<Labels, Alert>,
+    /// `ALERTS` and `ALERTS_FOR_STATE` are only written once `for` state was restored.
+    pub(crate) restored: bool,
+}
+
+/// Why an evaluation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AlertEvalError {
+    #[error("vector contains metrics with the same labelset after applying alert labels")]
+    DuplicateLabelset,
+    #[error("exceeded limit of {limit} with {count} alerts")]
+    Limit { limit: u64, count: usize },
+}
+
+impl AlertingRule {
+    pub fn new(rule: Rule, external_labels: Vec<(String, String)>, external_url: String, restored: bool) -> Self {
+        let labels = rule.labels.clone();
+        AlertingRule { rule, labels, external_labels, external_url, active: HashMap::new(), restored }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.rule.name
+    }
+
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.rule.recovery.as_ref()
+    }
+
+    /// Active alerts, including resolved ones still retained, sorted by labels.
+    pub fn alerts(&self) -> Vec<&Alert> {
+        let mut v: Vec<&Alert> = self.active.values().collect();
+        v.sort_by(|a, b| a.labels.cmp(&b.labels));
+        v
+    }
+
+    pub(crate) fn alerts_mut(&mut self) -> impl Iterator<Item = &mut Alert> {
+        self.active.values_mut()
+    }
+
+    /// Labels of the `ALERTS_FOR_STATE` series of this rule, without an alert's labels:
+    /// what restoring `for` state selects on.
+    pub(crate) fn for_state_selector(&self) -> Vec<(String, String)> {
+        let mut v = self.labels.clone();
+        v.retain(|(k, _)| k != "alertname" && k != METRIC_NAME);
+        v.push((METRIC_NAME.into(), "ALERTS_FOR_STATE".into()));
+        v.push(("alertname".into(), self.rule.name.clone()));
+        v
+    }
+
+    /// One evaluation at `ts_ms` over the expression's result (evaluated at
+    /// `ts_ms - query_offset_ms`). Returns the `ALERTS`/`ALERTS_FOR_STATE` samples.
+    pub fn eval(
+        &mut self,
+        result: &[InstantSample],
+        ts_ms: i64,
+        query_offset_ms: i64,
+        limit: u64,
+        env: &Env<'_>,
+    ) -> Result<Vec<InstantSample>, AlertEvalError> {
+        let mut fresh: HashMap<Labels, Alert> = HashMap::with_capacity(result.len());
+        for s in result {
+            let data = alert_data(
+                s.labels.iter(),
+                self.external_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &self.external_url,
+                s.v,
+            );
+            let name = self.rule.name.as_str();
+            let mut lb: LabelsBuilder = s.labels.to_builder();
+            lb.del(METRIC_NAME);
+            for (k, v) in &self.labels {
+                lb.set(k, &expand_alert(name, v, &data, env));
+            }
+            lb.set("alertname", name);
+            let annotations: Vec<(String, String)> =
+                self.rule.annotations.iter().map(|(k, v)| (k.clone(), expand_alert(name, v, &data, env))).collect();
+            let labels = lb.build();
+            if fresh.contains_key(&labels) {
+                return Err(AlertEvalError::DuplicateLabelset);
+            }
+            fresh.insert(
+                labels.clone(),
+                Alert {
+                    labels,
+                    annotations,
+                    state: AlertState::Pending,
+                    value: s.v,
+                    active_at_ms: ts_ms,
+                    fired_at_ms: None,
+                    resolved_at_ms: None,
+                    keep_firing_since_ms: None,
+                },
+            );
+        }
+        let present: Vec<Labels> = fresh.keys().cloned().collect();
+        for (k, a) in fresh {
+            match self.active.get_mut(&k) {
+                Some(old) if old.state != AlertState::Inactive => {
+                    old.value = a.value;
+                    old.annotations = a.annotations;
+                }
+                _ => {
+                    self.active.insert(k, a);
+                }
+            }
+        }
+
+        let hold = self.rule.for_ms;
+        let keep_for = self.rule.keep_firing_for_ms;
+        let mut out = Vec::new();
+        let mut active_pending = 0usize;
+        let mut forget = Vec::new();
+        let mut keys: Vec<Labels> = self.active.keys().cloned().collect();
+        keys.sort();
+        for k in keys {
+            let Some(a) = self.active.get_mut(&k) else { continue };
+            if !present.contains(&k) {
+                let mut keep_firing = false;
+                if a.state == AlertState::Firing && keep_for > 0 {
+                    let since = *a.keep_firing_since_ms.get_or_insert(ts_ms);
+                    keep_firing = ts_ms - since < keep_for;
+                }
+                if a.state == AlertState::Pending
+                    || a.resolved_at_ms.is_some_and(|r| ts_ms - r > RESOLVED_RETENTION_MS)
+                {
+                    forget.push(k.clone());
+                }
+                if a.state != AlertState::Inactive && !keep_firing {
+                    a.state = AlertState::Inactive;
+                    a.resolved_at_ms = Some(ts_ms);
+                }
+                if !keep_firing {
+                    continue;
+                }
+            } else {
+                a.keep_firing_since_ms = None;
+            }
+            active_pending += 1;
+            if a.state == AlertState::Pending && ts_ms - a.active_at_ms >= hold {
+                a.state = AlertState::Firing;
+                a.fired_at_ms = Some(ts_ms);
+            }
+            if self.restored {
+                let t = ts_ms - query_offset_ms;
+                out.push(InstantSample { labels: series_labels(&self.labels, a, "ALERTS", true), t_ms: t, v: 1.0 });
+                out.push(InstantSample {
+                    labels: series_labels(&self.labels, a, "ALERTS_FOR_STATE", false),
+                    t_ms: t,
+                    v: a.active_at_ms.div_euclid(1000) as f64,
+                });
+            }
+        }
+        for k in forget {
+            self.active.remove(&k);
+        }
+        if limit > 0 && active_pending as u64 > limit {
+            self.active.clear();
+            return Err(AlertEvalError::Limit { limit, count: active_pending });
+        }
+        Ok(out)
+    }
+}
+
+fn series_labels(rule_labels: &[(String, String)], a: &Alert, metric: &str, with_state: bool) -> Labels {
+    let mut b = LabelsBuilder::new();
+    for (k, v) in rule_labels {
+        b.set(k, v);
+    }
+    for (k, v) in a.labels.iter() {
+        b.set(k, v);
+    }
+    b.set(METRIC_NAME, metric);
+    if with_state {
+        b.set("alertstate", a.state.as_str());
+    }
+    b.build()
+}

@@ -1,0 +1,356 @@
+//! A rule group evaluator with Prometheus's `rules/group.go` semantics: rules run in
+//! file order and each sees the samples the rules before it wrote at the same instant;
+//! a series a rule stops producing gets a staleness marker; alerting rules write
+//! `ALERTS`/`ALERTS_FOR_STATE` once their `for` state was restored after a restart.
+//!
+//! [`Group::eval`] does no I/O: it reads the caller's [`Storage`] and returns what to
+//! append (recorded samples, alert series, staleness markers) plus the alert
+//! transitions, which the caller stores and notifies.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use crate::alerting::{Alert, AlertState, AlertingRule};
+use crate::promql::{
+    Engine, InstantSample, Labels, LabelsBuilder, MemoryStorage, METRIC_NAME, Matchers, Series,
+    Storage, StorageError, Value, stale_nan,
+};
+use crate::rulefile::{Rule, RuleGroup, RuleKind};
+use crate::template::{Env, QuerySample};
+
+/// Settings Prometheus takes from its global config and flags.
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    /// Interval of a group that names none (`global.evaluation_interval`).
+    pub default_interval_ms: i64,
+    pub external_labels: Vec<(String, String)>,
+    pub external_url: String,
+    /// Restore `for` state from `ALERTS_FOR_STATE` after the second evaluation, as a
+    /// restarted Prometheus does. Without it, alert series are written from the start.
+    pub restore_for_state: bool,
+    /// `--rules.alert.for-outage-tolerance`: older state is not restored.
+    pub outage_tolerance_ms: i64,
+    /// `--rules.alert.for-grace-period`: minimum time left to wait after a restore.
+    pub for_grace_period_ms: i64,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            default_interval_ms: 60_000,
+            external_labels: Vec::new(),
+            external_url: String::new(),
+            restore_for_state: true,
+            outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum GroupRule {
+    Recording(Rule),
+    Alerting(AlertingRule),
+}
+
+/// A change of an alert's state during one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertTransition {
+    pub rule: String,
+    pub from: AlertState,
+    pub to: AlertState,
+    pub alert: Alert,
+}
+
+/// A rule that failed to evaluate this round; the other rules still ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleEvalError {
+    pub rule: String,
+    pub error: String,
+}
+
+/// What one evaluation produced.
+#[derive(Debug, Clone, Default)]
+pub struct GroupResult {
+    /// Samples to append, in evaluation order: recorded series, alert series, and
+    /// staleness markers for series no longer produced.
+    pub samples: Vec<InstantSample>,
+    pub transitions: Vec<AlertTransition>,
+    pub errors: Vec<RuleEvalError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub file: PathBuf,
+    pub interval_ms: i64,
+    pub query_offset_ms: i64,
+    pub limit: u64,
+    rules: Vec<GroupRule>,
+    previous_series: Vec<HashSet<Labels>>,
+    evaluations: u64,
+    opts: GroupOptions,
+}
+
+/// The caller's store plus what this evaluation wrote so far.
+struct Overlay<'a> {
+    base: &'a dyn Storage,
+    fresh: &'a MemoryStorage,
+}
+
+impl Storage for Overlay<'_> {
+    fn select(&self, m: &Matchers, start_ms: i64, end_ms: i64) -> Result<Vec<Series>, StorageError> {
+        let mut out = self.base.select(m, start_ms, end_ms)?;
+        let fresh = self.fresh.select(m, start_ms, end_ms)?;
+        if fresh.is_empty() {
+            return Ok(out);
+        }
+        let index: HashMap<Labels, usize> = out.iter().enumerate().map(|(i, s)| (s.labels.clone(), i)).collect();
+        for s in fresh {
+            match index.get(&s.labels) {
+                Some(&i) => {
+                    let merged = &mut out[i].samples;
+                    for (t, v) in s.samples {
+                        match merged.binary_search_by_key(&t, |&(x, _)| x) {
+                            Ok(j) => merged[j].1 = v,
+                            Err(j) => merged.insert(j, (t, v)),
+                        }
+                    }
+                }
+                None => out.push(s),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn to_vector(v: Value) -> Result<Vec<InstantSample>, String> {
+    match v {
+        Value::Vector(v) => Ok(v),
+        Value::Scalar { t_ms, v } => Ok(vec![InstantSample { labels: Labels::empty(), t_ms, v }]),
+        _ => Err("rule result is not a vector or scalar".into()),
+    }
+}
+
+impl Group {
+    /// Builds the evaluator for one group of a loaded file.
+    pub fn new(file: PathBuf, g: &RuleGroup, opts: &GroupOptions) -> Group {
+        let rules: Vec<GroupRule> = g
+            .rules
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let own: Vec<(String, String)> = r.labels.clone();
+                let mut merged: Vec<(String, String)> =
+                    g.labels.iter().filter(|(k, _)| !own.iter().any(|(n, _)| n == k)).cloned().collect();
+                merged.extend(own);
+                r.labels = merged;
+                match r.kind {
+                    RuleKind::Recording => GroupRule::Recording(r),
+                    RuleKind::Alerting => GroupRule::Alerting(AlertingRule::new(
+                        r,
+                        opts.external_labels.clone(),
+                        opts.external_url.clone(),
+                        !opts.restore_for_state,
+                    )),
+                }
+            })
+            .collect();
+        Group {
+            name: g.name.clone(),
+            file,
+            interval_ms: g.interval_ms.unwrap_or(opts.default_interval_ms),
+            query_offset_ms: g.query_offset_ms.unwrap_or(0),
+            limit: g.limit,
+            previous_series: vec![HashSet::new(); rules.len()],
+            rules,
+            evaluations: 0,
+            opts: opts.clone(),
+        }
+    }
+
+    /// The group's alerting rules.
+    pub fn alerting_rules(&self) -> impl Iterator<Item = &AlertingRule> {
+        self.rules.iter().filter_map(|r| match r {
+            GroupRule::Alerting(a) => Some(a),
+            GroupRule::Recording(_) => None,
+        })
+    }
+
+    /// Marks every alerting rule restored, so alert series are written from now on
+    /// (what promtool's unit tests do before the first evaluation).
+    pub fn set_restored(&mut self) {
+        for r in &mut self.rules {
+            if let GroupRule::Alerting(a) = r {
+                a.restored = true;
+            }
+        }
+    }
+
+    /// Evaluates every rule at `t_ms`.
+    pub fn eval(&mut self, engine: &Engine, storage: &dyn Storage, t_ms: i64) -> GroupResult {
+        let mut res = GroupResult::default();
+        let mut fresh = MemoryStorage::new();
+        let qt = t_ms - self.query_offset_ms;
+        let (limit, offset) = (self.limit, self.query_offset_ms);
+        let external_url = self.opts.external_url.clone();
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            let overlay = Overlay { base: storage, fresh: &fresh };
+            let out: Result<Vec<InstantSample>, String> = match rule {
+                GroupRule::Recording(r) => engine
+                    .instant(&overlay, &r.parsed, qt)
+                    .map_err(|e| e.to_string())
+                    .and_then(to_vector)
+                    .and_then(|v| record(r, v, limit)),
+                GroupRule::Alerting(a) => {
+                    let before: HashMap<Labels, AlertState> =
+                        a.alerts().into_iter().map(|x| (x.labels.clone(), x.state)).collect();
+                    let query = |q: &str| -> Result<Vec<QuerySample>, String> {
+                        let expr = crate::promql::parse(q).map_err(|e| e.to_string())?;
+                        let v = to_vector(engine.instant(&overlay, &expr, qt).map_err(|e| e.to_string())?)?;
+                        Ok(v.into_iter()
+                            .map(|s| QuerySample {
+                                labels: s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                                value: s.v,
+                            })
+                            .collect())
+                    };
+                    let env = Env { t_ms, external_url: &external_url, query: Some(&query) };
+                    let r = engine
+                        .instant(&overlay, &a.rule.parsed, qt)
+                        .map_err(|e| e.to_string())
+                        .and_then(to_vector)
+                        .and_then(|v| a.eval(&v, t_ms, offset, limit, &env).map_err(|e| e.to_string()));
+                    for x in a.alerts() {
+                        let from = before.get(&x.labels).copied().unwrap_or(AlertState::Inactive);
+                        if from != x.state {
+                            res.transitions.push(AlertTransition { rule: a.rule.name.clone(), from, to: x.state, alert: x.clone() });
+                        }
+                    }
+                    // Alerts dropped from the map (pending that vanished, or a cleared limit).
+                    for (l, from) in before {
+                        if from != AlertState::Inactive && !a.alerts().iter().any(|x| x.labels == l) {
+                            res.transitions.push(AlertTransition {
+                                rule: a.rule.name.clone(),
+                                from,
+                                to: AlertState::Inactive,
+                                alert: Alert {
+                                    labels: l,
+                                    annotations: Vec::new(),
+                                    state: AlertState::Inactive,
+                                    value: f64::NAN,
+                                    active_at_ms: t_ms,
+                                    fired_at_ms: None,
+                                    resolved_at_ms: Some(t_ms),
+                                    keep_firing_since_ms: None,
+                                },
+                            });
+                        }
+                    }
+                    r
+                }
+            };
+            let name = match rule {
+                GroupRule::Recording(r) => &r.name,
+                GroupRule::Alerting(a) => &a.rule.name,
+            };
+            let samples = match out {
+                Ok(s) => s,
+                Err(error) => {
+                    res.errors.push(RuleEvalError { rule: name.clone(), error });
+                    continue;
+                }
+            };
+            let mut returned = HashSet::with_capacity(samples.len());
+            for s in samples {
+                fresh.add(s.labels.clone(), s.t_ms, s.v);
+                returned.insert(s.labels.clone());
+                res.samples.push(s);
+            }
+            let mut gone: Vec<&Labels> = self.previous_series[i].difference(&returned).collect();
+            gone.sort();
+            for l in gone {
+                fresh.add(l.clone(), qt, stale_nan());
+                res.samples.push(InstantSample { labels: l.clone(), t_ms: qt, v: stale_nan() });
+            }
+            self.previous_series[i] = returned;
+        }
+        self.evaluations += 1;
+        // Prometheus restores after the second evaluation, once recording rules that
+        // alerts depend on have fresh values.
+        if self.opts.restore_for_state && self.evaluations == 2 {
+            self.restore_for_state(storage, t_ms);
+        }
+        res
+    }
+
+    /// Restores each alert's `ActiveAt` from the last `ALERTS_FOR_STATE` sample within
+    /// the outage tolerance, as Prometheus's `RestoreForState` does.
+    pub fn restore_for_state(&mut self, storage: &dyn Storage, t_ms: i64) {
+        let mint = t_ms - self.opts.outage_tolerance_ms;
+        let grace = self.opts.for_grace_period_ms;
+        for r in &mut self.rules {
+            let GroupRule::Alerting(a) = r else { continue };
+            let hold = a.rule.for_ms;
+            if hold < grace {
+                a.restored = true;
+                continue;
+            }
+            let matchers = Matchers::new(
+                a.for_state_selector()
+                    .into_iter()
+                    .map(|(k, v)| crate::promql::Matcher::new(crate::promql::MatchOp::Equal, &k, &v))
+                    .collect(),
+            );
+            let series = match storage.select(&matchers, mint, t_ms) {
+                Ok(s) => s,
+                Err(_) => {
+                    a.restored = true;
+                    continue;
+                }
+            };
+            let by_labels: HashMap<Labels, &Series> = series.iter().map(|s| (s.labels.without_name(), s)).collect();
+            for alert in a.alerts_mut() {
+                let Some(s) = by_labels.get(&alert.labels) else { continue };
+                let Some(&(t, v)) = s.samples.last() else { continue };
+                if crate::promql::is_stale_nan(v) {
+                    continue;
+                }
+                let down_at = t.div_euclid(1000) * 1000;
+                let mut active_at = (v as i64) * 1000;
+                let remaining = hold - (down_at - active_at);
+                if remaining <= 0 {
+                    // It was firing; the next evaluation decides again.
+                } else if remaining < grace {
+                    active_at = t_ms + grace - hold;
+                } else {
+                    active_at += t_ms - down_at;
+                }
+                alert.active_at_ms = active_at;
+            }
+            a.restored = true;
+        }
+    }
+}
+
+/// A recording rule's output: the result renamed and relabelled.
+fn record(r: &Rule, v: Vec<InstantSample>, limit: u64) -> Result<Vec<InstantSample>, String> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut seen = HashSet::with_capacity(v.len());
+    for s in v {
+        let mut b: LabelsBuilder = s.labels.to_builder();
+        b.set(METRIC_NAME, &r.name);
+        for (k, val) in &r.labels {
+            b.set(k, val);
+        }
+        let labels = b.build();
+        if !seen.insert(labels.clone()) {
+            return Err("vector contains metrics with the same labelset after applying rule labels".into());
+        }
+        out.push(InstantSample { labels, t_ms: s.t_ms, v: s.v });
+    }
+    if limit > 0 && out.len() as u64 > limit {
+        return Err(format!("exceeded limit of {limit} with {} series", out.len()));
+    }
+    Ok(out)
+}
