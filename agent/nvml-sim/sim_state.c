@@ -30,7 +30,8 @@ static int configured;
 static char faults_path[4096];
 static char seed[256];
 
-/* What the fault file looked like when last read, to notice a rewrite. */
+/* What the fault file looked like when last read, to notice a rewrite (in place or by
+ * rename: the inode, size and both times are compared). */
 static struct {
     int known;
     int exists;
@@ -38,6 +39,7 @@ static struct {
     ino_t ino;
     off_t size;
     struct timespec mtime;
+    struct timespec ctime;
 } faults_seen;
 static double faults_checked_at = -1.0;
 
@@ -194,7 +196,8 @@ void sim_refresh_faults(void) {
     if (faults_seen.known && faults_seen.exists && faults_seen.dev == st.st_dev &&
         faults_seen.ino == st.st_ino && faults_seen.size == st.st_size &&
         faults_seen.mtime.tv_sec == st.st_mtim.tv_sec &&
-        faults_seen.mtime.tv_nsec == st.st_mtim.tv_nsec)
+        faults_seen.mtime.tv_nsec == st.st_mtim.tv_nsec &&
+        faults_seen.ctime.tv_sec == st.st_ctim.tv_sec && faults_seen.ctime.tv_nsec == st.st_ctim.tv_nsec)
         return;
     faults_seen.known = 1;
     faults_seen.exists = 1;
@@ -202,6 +205,7 @@ void sim_refresh_faults(void) {
     faults_seen.ino = st.st_ino;
     faults_seen.size = st.st_size;
     faults_seen.mtime = st.st_mtim;
+    faults_seen.ctime = st.st_ctim;
 
     FILE *f = fopen(faults_path, "r");
     if (!f) {

@@ -44,7 +44,10 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     config.validate()?;
     let node_name = config.effective_node_name();
-    let sources = sources::host_sources(&config);
+    let mut sources = sources::host_sources(&config);
+    if let Some(gpu) = sources::gpu::open(&config, &node_name).map_err(AgentError::Gpu)? {
+        sources.push(gpu);
+    }
     let collector = Arc::new(collect::Collector::new(
         sources,
         Duration::from_secs_f64(config.source_timeout_secs),

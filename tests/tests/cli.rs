@@ -25,8 +25,9 @@ fn vigil_up_runs_the_agent_and_says_where_metrics_is() -> anyhow::Result<()> {
             .context("starting vigil up")?,
     );
     let stdout = child.0.stdout.take().context("stdout")?;
+    let mut stdout = BufReader::new(stdout);
     let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first)?;
+    stdout.read_line(&mut first)?;
     let url = format!("http://{addr}/metrics");
     ensure!(first.contains(&url), "vigil up said {first:?}, not {url}");
     wait_for_port(addr, Duration::from_secs(20))?;
@@ -34,6 +35,7 @@ fn vigil_up_runs_the_agent_and_says_where_metrics_is() -> anyhow::Result<()> {
     ensure!(text.contains("node_cpu_seconds_total{"));
     ensure!(text.matches("DCGM_FI_DEV_GPU_UTIL{").count() == 8, "demo has no 8 GPUs");
     drop(child);
+    drop(stdout);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

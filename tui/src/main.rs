@@ -4,6 +4,7 @@
 //! exist it runs this machine's agent in the foreground and says where its /metrics is;
 //! `--demo` gives that agent eight simulated GPUs so a newcomer without GPUs sees them.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,14 +91,19 @@ fn up(demo: bool, listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<ExitC
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let address = listener.local_addr().context("reading the bound address")?;
-        println!("vigil up: agent for this node serving http://{address}/metrics");
+        // Where everything listens goes to stdout; a closed stdout (`vigil up | head -1`)
+        // must not stop the agent, so write errors are ignored.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "vigil up: agent for this node serving http://{address}/metrics");
         if demo {
-            println!(
+            let _ = writeln!(
+                stdout,
                 "vigil up: 8 simulated GPUs; inject faults by editing {}",
                 config.gpu.simulate_faults.display()
             );
         }
-        println!("vigil up: Ctrl-C stops it");
+        let _ = writeln!(stdout, "vigil up: Ctrl-C stops it");
+        let _ = stdout.flush();
         vigil_agent::run(config, listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -21,6 +21,7 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
+pub mod netlink;
 pub mod netstat;
 #[cfg(test)]
 mod node_names;

@@ -1,15 +1,26 @@
 //! node_exporter's `netclass` collector: interface properties from /sys/class/net.
 //!
+//! On the host's own /sys the properties come from one rtnetlink dump ([`netlink`]),
+//! which carries the same values as the sysfs files at a fraction of the cost; only
+//! `speed` and `duplex` (ethtool, read only for interfaces that are up) and three
+//! attributes fixed when the interface is created (`addr_assign_type`, `dev_id`,
+//! `name_assign_type`, read once per interface and remembered) still come from sysfs.
+//! With `paths.sysfs` pointing elsewhere (a captured tree, a host mount in a container
+//! whose network namespace is not the host's) every attribute is read from the files.
+//!
 //! Attributes that a driver does not implement, or that the kernel refuses while the
 //! link is down (`speed`, `duplex` answer EINVAL), are left out rather than failing the
 //! interface. A `speed` of -1 (unknown, as virtio reports) is left out too, which is
 //! node_exporter's `--collector.netclass.ignore-invalid-speed` behaviour and its 2.x
 //! default, instead of exposing -125000 bytes per second.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use vigil_proto::MetricFamily;
 
+use super::netlink::{self, Link};
 use super::parse::{Exclude, excluded, read_attr};
 use super::{HostPaths, Source, SourceError};
 
@@ -147,9 +158,14 @@ pub fn netclass_families(ifaces: &[NetClass]) -> Vec<MetricFamily> {
     out
 }
 
+/// Attributes fixed at interface creation: addr_assign_type, dev_id, name_assign_type.
+type Statics = [Option<i64>; 3];
+
 pub struct NetclassSource {
     class_dir: PathBuf,
     device_exclude: Exclude,
+    use_netlink: bool,
+    statics: Mutex<HashMap<(i32, String), Statics>>,
 }
 
 impl NetclassSource {
@@ -158,6 +174,87 @@ impl NetclassSource {
         Self {
             class_dir: paths.sys("class/net"),
             device_exclude: Exclude::new("netdev.device_exclude", device_exclude),
+            use_netlink: paths.sysfs == Path::new("/sys"),
+            statics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn from_sysfs(&self, exclude: Option<&regex::Regex>) -> Result<Vec<NetClass>, SourceError> {
+        let entries = match std::fs::read_dir(&self.class_dir) {
+            Ok(e) => e,
+            // No /sys/class/net (a stripped container): nothing to report, not a fault.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(SourceError::io(&self.class_dir, e)),
+        };
+        let mut devices: Vec<String> = entries
+            .filter_map(Result::ok)
+            // Interfaces are directories (symlinks to them); `bonding_masters` is a file.
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|d| !excluded(exclude, d))
+            .collect();
+        devices.sort();
+        Ok(devices.iter().map(|d| read_iface(&self.class_dir, d)).collect())
+    }
+
+    fn from_netlink(&self, links: &[Link], exclude: Option<&regex::Regex>) -> Vec<NetClass> {
+        // A poisoned lock only means a panic mid-insert; the cache is still usable.
+        let mut statics = self.statics.lock().unwrap_or_else(|p| p.into_inner());
+        statics.retain(|(index, name), _| links.iter().any(|l| l.index == *index && l.name == *name));
+        let mut ifaces: Vec<NetClass> = links
+            .iter()
+            .filter(|l| !excluded(exclude, &l.name))
+            .map(|l| {
+                let dir = self.class_dir.join(&l.name);
+                let fixed = *statics.entry((l.index, l.name.clone())).or_insert_with(|| {
+                    ["addr_assign_type", "dev_id", "name_assign_type"]
+                        .map(|a| read_attr(&dir.join(a)).as_deref().and_then(parse_sysfs_int))
+                });
+                // sysfs answers speed, duplex, carrier and dormant only while up.
+                let (speed, duplex) = if l.is_up() {
+                    (read_attr(&dir.join("speed")), read_attr(&dir.join("duplex")))
+                } else {
+                    (None, None)
+                };
+                NetClass::from_link(l, fixed, speed.as_deref(), duplex)
+            })
+            .collect();
+        ifaces.sort_by(|a, b| a.device.cmp(&b.device));
+        ifaces
+    }
+}
+
+impl NetClass {
+    /// The record from a netlink description plus the few sysfs-only attributes.
+    pub fn from_link(l: &Link, fixed: Statics, speed: Option<&str>, duplex: Option<String>) -> Self {
+        let up = l.is_up();
+        let numeric = [
+            fixed[0],
+            l.carrier.filter(|_| up).map(i64::from),
+            l.carrier_changes.map(i64::from),
+            l.carrier_up_count.map(i64::from),
+            l.carrier_down_count.map(i64::from),
+            fixed[1],
+            up.then(|| i64::from(l.dormant())),
+            Some(i64::from(l.sysfs_flags())),
+            Some(i64::from(l.index)),
+            Some(l.link.map_or(i64::from(l.index), i64::from)),
+            l.linkmode.map(i64::from),
+            l.mtu.map(i64::from),
+            l.group.map(i64::from),
+            fixed[2],
+            l.txqlen.map(i64::from),
+            Some(i64::from(l.link_type)),
+        ];
+        Self {
+            device: l.name.clone(),
+            address: l.address.clone().unwrap_or_default(),
+            broadcast: l.broadcast.clone().unwrap_or_default(),
+            duplex: duplex.unwrap_or_default(),
+            operstate: l.operstate_name().to_owned(),
+            ifalias: l.ifalias.clone().unwrap_or_default(),
+            numeric,
+            speed_mbps: speed.and_then(parse_sysfs_int).filter(|s| *s >= 0),
         }
     }
 }
@@ -179,24 +276,12 @@ impl Source for NetclassSource {
 
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
         let exclude = self.device_exclude.get()?;
-        let entries = match std::fs::read_dir(&self.class_dir) {
-            Ok(e) => e,
-            // No /sys/class/net (a stripped container): nothing to report, not a fault.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(SourceError::io(&self.class_dir, e)),
+        let links = if self.use_netlink { netlink::dump_links().ok() } else { None };
+        let ifaces = match links {
+            Some(links) => self.from_netlink(&links, exclude),
+            // Not the host's /sys, or netlink refused (a seccomp filter): the files.
+            None => self.from_sysfs(exclude)?,
         };
-        let mut devices: Vec<String> = entries
-            .filter_map(Result::ok)
-            // Interfaces are directories (symlinks to them); `bonding_masters` is a file.
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|d| !excluded(exclude, d))
-            .collect();
-        devices.sort();
-        let ifaces: Vec<NetClass> = devices
-            .iter()
-            .map(|d| read_iface(&self.class_dir, d))
-            .collect();
         out.extend(netclass_families(&ifaces));
         Ok(())
     }
@@ -246,6 +331,24 @@ mod tests {
         assert_eq!(fam("node_network_mtu_bytes").samples[0].value, 1400.0);
         assert!(!out.iter().any(|f| f.name == "node_network_speed_bytes"));
         assert_eq!(fam("node_network_carrier_changes_total").samples[0].value, 2.0);
+    }
+
+    #[test]
+    fn netlink_and_sysfs_agree_on_this_machine() {
+        let paths = HostPaths::default();
+        let source = NetclassSource::new(&paths, "");
+        assert!(source.use_netlink);
+        let by_files = source.from_sysfs(None).unwrap();
+        let by_netlink = source.from_netlink(&netlink::dump_links().unwrap(), None);
+        assert_eq!(by_netlink.len(), by_files.len());
+        for (n, f) in by_netlink.iter().zip(&by_files) {
+            // Carrier changes can tick between the two reads; everything else is fixed.
+            assert_eq!((&n.device, &n.address, &n.broadcast, &n.operstate), (&f.device, &f.address, &f.broadcast, &f.operstate));
+            assert_eq!((&n.duplex, &n.ifalias, n.speed_mbps), (&f.duplex, &f.ifalias, f.speed_mbps), "{}", n.device);
+            for (i, (nv, fv)) in n.numeric.iter().zip(&f.numeric).enumerate() {
+                assert_eq!(nv, fv, "{} attribute {}", n.device, NUMERIC[i].0);
+            }
+        }
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! node_exporter's `netdev` collector: the interface counters of /proc/net/dev, with
-//! node_exporter's legacy names (`receive_errs`, `transmit_colls`, ...).
+//! node_exporter's legacy names (`receive_errs`, `transmit_colls`, ...), plus
+//! `receive_nohandler` (packets dropped for want of a protocol handler), which
+//! node_exporter takes from netlink and /proc/net/dev lacks: from the rtnetlink dump on
+//! the host's own /sys, else from /sys/class/net/<device>/statistics/rx_nohandler.
 
 use std::path::PathBuf;
 
 use vigil_proto::MetricFamily;
 
-use super::parse::{Exclude, ParseError, excluded, parse_u64};
+use super::netlink;
+use super::parse::{Exclude, ParseError, excluded, parse_u64, read_attr};
 use super::{HostPaths, Source, SourceError, read_file};
 
 /// The 16 columns of /proc/net/dev, in order, as node_exporter names them.
@@ -83,16 +87,35 @@ pub fn netdev_families(devices: &[NetDev]) -> Vec<MetricFamily> {
         .collect()
 }
 
+/// `node_network_receive_nohandler_total` for the devices whose value could be read.
+pub fn nohandler_family(values: &[(&str, u64)]) -> Option<MetricFamily> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut family = MetricFamily::counter(
+        "node_network_receive_nohandler_total",
+        "Network device statistic receive_nohandler.",
+    );
+    for (device, v) in values {
+        family.push(&[("device", device)], *v as f64);
+    }
+    Some(family)
+}
+
 pub struct NetdevSource {
     path: PathBuf,
+    class_dir: PathBuf,
     device_exclude: Exclude,
+    use_netlink: bool,
 }
 
 impl NetdevSource {
     pub fn new(paths: &HostPaths, device_exclude: &str) -> Self {
         Self {
             path: paths.proc("net/dev"),
+            class_dir: paths.sys("class/net"),
             device_exclude: Exclude::new("netdev.device_exclude", device_exclude),
+            use_netlink: paths.sysfs == std::path::Path::new("/sys"),
         }
     }
 }
@@ -108,6 +131,33 @@ impl Source for NetdevSource {
         let mut devices = parse_net_dev(&text).map_err(|e| e.at(&self.path))?;
         devices.retain(|d| !excluded(exclude, &d.device));
         out.extend(netdev_families(&devices));
+        let links = if self.use_netlink { netlink::dump_links().ok() } else { None };
+        let nohandler: Vec<(&str, u64)> = match &links {
+            Some(links) => devices
+                .iter()
+                .filter_map(|d| {
+                    let link = links.iter().find(|l| l.name == d.device)?;
+                    let v = link.stats64.get(netlink::STATS64_RX_NOHANDLER)?;
+                    Some((d.device.as_str(), *v))
+                })
+                .collect(),
+            None => {
+                let mut path = self.class_dir.clone();
+                devices
+                    .iter()
+                    .filter_map(|d| {
+                        path.push(&d.device);
+                        path.push("statistics/rx_nohandler");
+                        let v = read_attr(&path).and_then(|v| v.parse::<u64>().ok());
+                        path.pop();
+                        path.pop();
+                        path.pop();
+                        Some((d.device.as_str(), v?))
+                    })
+                    .collect()
+            }
+        };
+        out.extend(nohandler_family(&nohandler));
         Ok(())
     }
 }
@@ -131,6 +181,24 @@ mod tests {
         assert_eq!(fams[0].name, "node_network_receive_bytes_total");
         assert_eq!(fams[13].name, "node_network_transmit_colls_total");
         assert_eq!(fams[0].samples[3].value, 82_658_339.0);
+    }
+
+    #[test]
+    fn source_adds_nohandler_from_sysfs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let paths = HostPaths {
+            procfs: root.join("proc"),
+            sysfs: root.join("sys"),
+            rootfs: root,
+        };
+        let mut out = Vec::new();
+        NetdevSource::new(&paths, "").collect(&mut out).unwrap();
+        assert_eq!(out.len(), 17);
+        let nohandler = out.last().unwrap();
+        assert_eq!(nohandler.name, "node_network_receive_nohandler_total");
+        // Captured for eth0 and lo only; the ifb devices have no sysfs folder here.
+        let devices: Vec<&str> = nohandler.samples.iter().map(|s| s.labels[0].1.as_str()).collect();
+        assert_eq!(devices, ["lo", "eth0"]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! node_exporter's default `--collector.netstat.fields`, exposed untyped as
 //! `node_netstat_<Proto>_<Field>`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use regex::Regex;
 use vigil_proto::MetricFamily;
@@ -14,9 +16,40 @@ use super::{HostPaths, Source, SourceError, read_file};
 /// node_exporter's default field selection.
 pub const DEFAULT_FIELDS: &str = "^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts|TCPOFOQueue|TCPRcvQDrop)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
 
+/// The field pattern with its answers remembered: the kernel's field names are a fixed
+/// set of a few hundred, so after the first cycle no regex runs at all.
+#[derive(Debug)]
+pub struct FieldSelector {
+    fields: Regex,
+    known: HashMap<String, bool>,
+}
+
+impl FieldSelector {
+    pub fn new(fields: Regex) -> Self {
+        Self {
+            fields,
+            known: HashMap::new(),
+        }
+    }
+
+    pub fn default_fields() -> Self {
+        // A constant pattern; a failure here is a bug caught by every test run.
+        Self::new(Regex::new(DEFAULT_FIELDS).expect("DEFAULT_FIELDS is a valid regex"))
+    }
+
+    pub fn selected(&mut self, key: &str) -> bool {
+        if let Some(hit) = self.known.get(key) {
+            return *hit;
+        }
+        let hit = self.fields.is_match(key);
+        self.known.insert(key.to_owned(), hit);
+        hit
+    }
+}
+
 /// The matching (`Proto_Field`, value) pairs of a netstat or snmp file: pairs of a
 /// header line (`Tcp: RtoAlgorithm RtoMin ...`) and a value line (`Tcp: 1 200 ...`).
-pub fn parse_netstat(text: &str, fields: &Regex) -> Result<Vec<(String, f64)>, ParseError> {
+pub fn parse_netstat(text: &str, fields: &mut FieldSelector) -> Result<Vec<(String, f64)>, ParseError> {
     let mut out = Vec::new();
     let mut key = String::with_capacity(64);
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
@@ -48,7 +81,7 @@ pub fn parse_netstat(text: &str, fields: &Regex) -> Result<Vec<(String, f64)>, P
             key.push_str(proto);
             key.push('_');
             key.push_str(name);
-            if !fields.is_match(&key) {
+            if !fields.selected(&key) {
                 continue;
             }
             // Some counters (Tcp MaxConn) are -1; parse as a float like node_exporter.
@@ -63,7 +96,7 @@ pub fn parse_netstat(text: &str, fields: &Regex) -> Result<Vec<(String, f64)>, P
 
 /// The matching pairs of /proc/net/snmp6, whose lines are `Ip6InReceives  1`: the
 /// protocol is the name up to and including its first `6`.
-pub fn parse_snmp6(text: &str, fields: &Regex) -> Result<Vec<(String, f64)>, ParseError> {
+pub fn parse_snmp6(text: &str, fields: &mut FieldSelector) -> Result<Vec<(String, f64)>, ParseError> {
     let mut out = Vec::new();
     let mut key = String::with_capacity(64);
     for (i, line) in text.lines().enumerate() {
@@ -78,7 +111,7 @@ pub fn parse_snmp6(text: &str, fields: &Regex) -> Result<Vec<(String, f64)>, Par
         key.push_str(&name[..=six]);
         key.push('_');
         key.push_str(&name[six + 1..]);
-        if !fields.is_match(&key) {
+        if !fields.selected(&key) {
             continue;
         }
         let v = value
@@ -103,7 +136,7 @@ pub struct NetstatSource {
     netstat: PathBuf,
     snmp: PathBuf,
     snmp6: PathBuf,
-    fields: Regex,
+    fields: Mutex<FieldSelector>,
 }
 
 impl NetstatSource {
@@ -112,8 +145,7 @@ impl NetstatSource {
             netstat: paths.proc("net/netstat"),
             snmp: paths.proc("net/snmp"),
             snmp6: paths.proc("net/snmp6"),
-            // A constant pattern; a failure here is a bug caught by every test run.
-            fields: Regex::new(DEFAULT_FIELDS).expect("DEFAULT_FIELDS is a valid regex"),
+            fields: Mutex::new(FieldSelector::default_fields()),
         }
     }
 }
@@ -124,14 +156,16 @@ impl Source for NetstatSource {
     }
 
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
+        // A poisoned lock only means a panic mid-insert; the remembered answers hold.
+        let mut fields = self.fields.lock().unwrap_or_else(|p| p.into_inner());
         let mut values = Vec::with_capacity(64);
         for path in [&self.netstat, &self.snmp] {
             let text = read_file(path)?;
-            values.extend(parse_netstat(&text, &self.fields).map_err(|e| e.at(path))?);
+            values.extend(parse_netstat(&text, &mut fields).map_err(|e| e.at(path))?);
         }
         // No snmp6 when IPv6 is disabled.
         if let Some(text) = read_optional(&self.snmp6)? {
-            values.extend(parse_snmp6(&text, &self.fields).map_err(|e| e.at(&self.snmp6))?);
+            values.extend(parse_snmp6(&text, &mut fields).map_err(|e| e.at(&self.snmp6))?);
         }
         out.extend(netstat_families(&values));
         Ok(())
@@ -142,8 +176,8 @@ impl Source for NetstatSource {
 mod tests {
     use super::*;
 
-    fn re() -> Regex {
-        Regex::new(DEFAULT_FIELDS).unwrap()
+    fn re() -> FieldSelector {
+        FieldSelector::default_fields()
     }
 
     fn get(values: &[(String, f64)], key: &str) -> f64 {
@@ -152,12 +186,12 @@ mod tests {
 
     #[test]
     fn parses_captured_netstat_and_snmp() {
-        let netstat = parse_netstat(include_str!("../../testdata/proc/net/netstat"), &re()).unwrap();
+        let netstat = parse_netstat(include_str!("../../testdata/proc/net/netstat"), &mut re()).unwrap();
         assert_eq!(get(&netstat, "IpExt_InOctets"), 82_616_254.0);
         assert_eq!(get(&netstat, "IpExt_OutOctets"), 175_342.0);
         assert_eq!(get(&netstat, "TcpExt_ListenOverflows"), 0.0);
         assert!(netstat.iter().all(|(k, _)| k != "TcpExt_TW"), "not a default field");
-        let snmp = parse_netstat(include_str!("../../testdata/proc/net/snmp"), &re()).unwrap();
+        let snmp = parse_netstat(include_str!("../../testdata/proc/net/snmp"), &mut re()).unwrap();
         assert_eq!(get(&snmp, "Ip_Forwarding"), 2.0);
         assert!(snmp.iter().any(|(k, _)| k == "Tcp_CurrEstab"));
         assert!(snmp.iter().any(|(k, _)| k == "Udp_NoPorts"));
@@ -168,7 +202,7 @@ mod tests {
 
     #[test]
     fn parses_captured_snmp6() {
-        let v = parse_snmp6(include_str!("../../testdata/proc/net/snmp6"), &re()).unwrap();
+        let v = parse_snmp6(include_str!("../../testdata/proc/net/snmp6"), &mut re()).unwrap();
         assert!(v.iter().any(|(k, _)| k == "Ip6_InOctets"));
         assert!(v.iter().any(|(k, _)| k == "Udp6_InDatagrams"));
         assert!(v.iter().any(|(k, _)| k == "Icmp6_InMsgs"));
@@ -177,9 +211,9 @@ mod tests {
 
     #[test]
     fn malformed_netstat() {
-        let err = parse_netstat("Tcp: A B\nTcp: 1\n", &re()).unwrap_err();
+        let err = parse_netstat("Tcp: A B\nTcp: 1\n", &mut re()).unwrap_err();
         assert_eq!(err.line, 2);
-        assert!(parse_netstat("Tcp: A B\n", &re()).is_err());
-        assert!(parse_netstat("Tcp: InErrs\nUdp: 1\n", &re()).is_err());
+        assert!(parse_netstat("Tcp: A B\n", &mut re()).is_err());
+        assert!(parse_netstat("Tcp: InErrs\nUdp: 1\n", &mut re()).is_err());
     }
 }

@@ -37,9 +37,10 @@ fn path_for(dir: &Path, segment: u32) -> PathBuf {
     dir.join(format!("{PREFIX}{segment:08}"))
 }
 
-/// The newest complete checkpoint, removing unfinished temporary files.
+/// The newest complete checkpoint. Unfinished temporary files and checkpoints it
+/// supersedes (left by a crash mid-cleanup) are removed.
 pub(crate) fn latest(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
-    let mut best: Option<u32> = None;
+    let mut found: Vec<u32> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
         let entry = entry.map_err(io_err("list", dir))?;
         let name = entry.file_name();
@@ -50,8 +51,14 @@ pub(crate) fn latest(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
             tracing::info!(file = %p.display(), "removing unfinished checkpoint");
             fs::remove_file(&p).map_err(io_err("remove", &p))?;
         } else if let Ok(n) = rest.parse::<u32>() {
-            best = best.max(Some(n));
+            found.push(n);
         }
+    }
+    let best = found.iter().copied().max();
+    for &old in found.iter().filter(|&&n| Some(n) != best) {
+        let p = path_for(dir, old);
+        tracing::info!(file = %p.display(), "removing superseded checkpoint");
+        fs::remove_file(&p).map_err(io_err("remove", &p))?;
     }
     Ok(best.map(|n| (n, path_for(dir, n))))
 }

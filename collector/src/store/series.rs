@@ -74,6 +74,7 @@ impl SeriesData {
         c.iter().last().map(|(t, v)| (t, v.to_bits()))
     }
 
+    #[cfg(test)]
     pub(crate) fn min_t(&self) -> Option<i64> {
         match self.chunks.first() {
             Some(c) => Some(c.min_t),

@@ -201,6 +201,7 @@ impl Wal {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn segment(&self) -> u32 {
         self.index
     }
