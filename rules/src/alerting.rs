@@ -3,11 +3,11 @@
 //! `keep_firing_for`, templated labels and annotations, and the `ALERTS` /
 //! `ALERTS_FOR_STATE` series. The query result comes in; no I/O happens here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::promql::{InstantSample, Labels, LabelsBuilder, METRIC_NAME};
 use crate::rulefile::{Recovery, Rule};
-use crate::template::{Env, alert_data, expand_alert};
+use crate::template::{Env, Template, TemplateError, alert_data};
 
 /// How long a resolved alert is kept (and re-sent) before it is forgotten.
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -51,6 +51,10 @@ pub struct AlertingRule {
     pub rule: Rule,
     /// Labels added to the alert after templating (the group's and the rule's).
     labels: Vec<(String, String)>,
+    /// Label and annotation templates, parsed once: a fleet-wide alert expands them for
+    /// every firing series at every evaluation.
+    label_templates: Vec<(String, Result<Template, TemplateError>)>,
+    annotation_templates: Vec<(String, Result<Template, TemplateError>)>,
     external_labels: Vec<(String, String)>,
     external_url: String,
     active: HashMap<Labels, Alert>,
@@ -70,7 +74,21 @@ pub enum AlertEvalError {
 impl AlertingRule {
     pub fn new(rule: Rule, external_labels: Vec<(String, String)>, external_url: String, restored: bool) -> Self {
         let labels = rule.labels.clone();
-        AlertingRule { rule, labels, external_labels, external_url, active: HashMap::new(), restored }
+        let parse = |pairs: &[(String, String)]| -> Vec<(String, Result<Template, TemplateError>)> {
+            pairs.iter().map(|(k, v)| (k.clone(), Template::parse_alert(&rule.name, v))).collect()
+        };
+        let label_templates = parse(&labels);
+        let annotation_templates = parse(&rule.annotations);
+        AlertingRule {
+            rule,
+            labels,
+            label_templates,
+            annotation_templates,
+            external_labels,
+            external_url,
+            active: HashMap::new(),
+            restored,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -123,12 +141,12 @@ impl AlertingRule {
             let name = self.rule.name.as_str();
             let mut lb: LabelsBuilder = s.labels.to_builder();
             lb.del(METRIC_NAME);
-            for (k, v) in &self.labels {
-                lb.set(k, &expand_alert(name, v, &data, env));
+            for (k, t) in &self.label_templates {
+                lb.set(k, &expand(t, &data, env));
             }
             lb.set("alertname", name);
             let annotations: Vec<(String, String)> =
-                self.rule.annotations.iter().map(|(k, v)| (k.clone(), expand_alert(name, v, &data, env))).collect();
+                self.annotation_templates.iter().map(|(k, t)| (k.clone(), expand(t, &data, env))).collect();
             let labels = lb.build();
             if fresh.contains_key(&labels) {
                 return Err(AlertEvalError::DuplicateLabelset);
@@ -147,7 +165,7 @@ impl AlertingRule {
                 },
             );
         }
-        let present: Vec<Labels> = fresh.keys().cloned().collect();
+        let present: HashSet<Labels> = fresh.keys().cloned().collect();
         for (k, a) in fresh {
             match self.active.get_mut(&k) {
                 Some(old) if old.state != AlertState::Inactive => {
@@ -213,6 +231,14 @@ impl AlertingRule {
             return Err(AlertEvalError::Limit { limit, count: active_pending });
         }
         Ok(out)
+    }
+}
+
+/// A template's expansion, or Prometheus's error text in its place.
+fn expand(t: &Result<Template, TemplateError>, data: &crate::template::Val, env: &Env<'_>) -> String {
+    match t.as_ref().map_err(Clone::clone).and_then(|t| t.execute(data, env)) {
+        Ok(s) => s,
+        Err(e) => format!("<error expanding template: {e}>"),
     }
 }
 

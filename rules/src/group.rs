@@ -228,8 +228,9 @@ impl Group {
                         }
                     }
                     // Alerts dropped from the map (pending that vanished, or a cleared limit).
+                    let now: HashSet<&Labels> = a.alerts().into_iter().map(|x| &x.labels).collect();
                     for (l, from) in before {
-                        if from != AlertState::Inactive && !a.alerts().iter().any(|x| x.labels == l) {
+                        if from != AlertState::Inactive && !now.contains(&l) {
                             res.transitions.push(AlertTransition {
                                 rule: a.rule.name.clone(),
                                 from,

@@ -111,3 +111,18 @@ fn unittest_yml_reports_skipped_histogram_checks() {
     assert_eq!(code, 0, "{report}");
     assert!(report.contains("SKIPPED: 3 check(s) on native-histogram series"), "{report}");
 }
+
+/// The documented split: `recovery:` is Vigil's, Prometheus refuses the key.
+#[test]
+fn recovery_rules_load_in_vigil_but_not_in_prometheus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("recovery.yml");
+    std::fs::write(
+        &f,
+        "groups:\n- name: recovery\n  rules:\n  - alert: GpuFellOffBus\n    expr: vigil_gpu_up == 0\n    recovery:\n      script: reset-gpu\n      args_from_labels: [gpu]\n",
+    )
+    .expect("write");
+    let (ours, report) = ours_check(&f);
+    assert_eq!(ours, 0, "{report}");
+    assert_eq!(promtool(&["check", "rules"], &f), 1);
+}

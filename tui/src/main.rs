@@ -1,5 +1,7 @@
 //! `vigil`: the operator's command.
 //!
+//! Subcommands: `up`, `promql-test FILE...`, `rules check FILE...`, `rules test FILE...`.
+//!
 //! `vigil up` is the README's first command. Until the collector and the dashboard
 //! exist it runs this machine's agent in the foreground and says where its /metrics is;
 //! `--demo` gives that agent eight simulated GPUs so a newcomer without GPUs sees them.
@@ -33,6 +35,31 @@ enum Command {
         #[arg(long, default_value = "vigil-data")]
         data_dir: PathBuf,
     },
+    /// Run Prometheus's promqltest files against Vigil's PromQL engine.
+    PromqlTest {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Check and unit-test Prometheus rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Validate rule files, as `promtool check rules` does.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run rule unit tests in promtool's format, with `promtool test rules` verdicts and
+    /// exit codes.
+    Test {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +77,13 @@ fn main() -> ExitCode {
             listen,
             data_dir,
         } => up(demo, listen, data_dir),
+        Command::PromqlTest { files } => promql_test(&files),
+        Command::Rules {
+            command: RulesCommand::Check { files },
+        } => Ok(exit_code(vigil_rules::check_files(&files, &mut std::io::stdout()))),
+        Command::Rules {
+            command: RulesCommand::Test { files },
+        } => Ok(exit_code(vigil_rules::test_files(&files, &mut std::io::stdout()))),
     };
     match result {
         Ok(code) => code,
@@ -58,6 +92,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A process exit code from a promtool-style status (0 success, 1 failure, ...).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn promql_test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let summary = vigil_rules::promql::promqltest::run_files(files, &mut std::io::stdout())
+        .context("writing the report")?;
+    Ok(if summary.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn up(demo: bool, listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<ExitCode> {

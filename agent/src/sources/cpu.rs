@@ -189,8 +189,7 @@ impl Topology {
                 topo.core_throttles.push((package.clone(), core, core_file));
             }
             let package_file = dir.join("thermal_throttle/package_throttle_count");
-            if package_file.exists() && !topo.package_throttles.iter().any(|(p, _)| *p == package)
-            {
+            if package_file.exists() && !topo.package_throttles.iter().any(|(p, _)| *p == package) {
                 topo.package_throttles.push((package, package_file));
             }
         }
@@ -349,7 +348,10 @@ mod tests {
         let s = &seconds.samples[3];
         assert_eq!(
             s.labels,
-            vec![("cpu".to_owned(), "0".to_owned()), ("mode".to_owned(), "idle".to_owned())]
+            vec![
+                ("cpu".to_owned(), "0".to_owned()),
+                ("mode".to_owned(), "idle".to_owned())
+            ]
         );
         assert_eq!(s.value, 402.73);
     }

@@ -38,7 +38,10 @@ pub fn parse_diskstats(text: &str) -> Result<Vec<DiskStats>, ParseError> {
             if line.trim().is_empty() {
                 continue;
             }
-            return Err(ParseError::new(line_no, format!("too few fields: {line:?}")));
+            return Err(ParseError::new(
+                line_no,
+                format!("too few fields: {line:?}"),
+            ));
         };
         let fields = f
             .map(|v| parse_u64(v, line_no, device))
@@ -46,7 +49,10 @@ pub fn parse_diskstats(text: &str) -> Result<Vec<DiskStats>, ParseError> {
         if fields.len() < 11 {
             return Err(ParseError::new(
                 line_no,
-                format!("{device}: {} statistics, expected at least 11", fields.len()),
+                format!(
+                    "{device}: {} statistics, expected at least 11",
+                    fields.len()
+                ),
             ));
         }
         disks.push(DiskStats {
@@ -61,23 +67,108 @@ pub fn parse_diskstats(text: &str) -> Result<Vec<DiskStats>, ParseError> {
 
 /// (name, help, is counter, scale) of each /proc/diskstats field, in file order.
 const FIELDS: [(&str, &str, bool, f64); 17] = [
-    ("node_disk_reads_completed_total", "The total number of reads completed successfully.", true, 1.0),
-    ("node_disk_reads_merged_total", "The total number of reads merged.", true, 1.0),
-    ("node_disk_read_bytes_total", "The total number of bytes read successfully.", true, 512.0),
-    ("node_disk_read_time_seconds_total", "The total number of seconds spent by all reads.", true, 0.001),
-    ("node_disk_writes_completed_total", "The total number of writes completed successfully.", true, 1.0),
-    ("node_disk_writes_merged_total", "The number of writes merged.", true, 1.0),
-    ("node_disk_written_bytes_total", "The total number of bytes written successfully.", true, 512.0),
-    ("node_disk_write_time_seconds_total", "This is the total number of seconds spent by all writes.", true, 0.001),
-    ("node_disk_io_now", "The number of I/Os currently in progress.", false, 1.0),
-    ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", true, 0.001),
-    ("node_disk_io_time_weighted_seconds_total", "The weighted # of seconds spent doing I/Os.", true, 0.001),
-    ("node_disk_discards_completed_total", "The total number of discards completed successfully.", true, 1.0),
-    ("node_disk_discards_merged_total", "The total number of discards merged.", true, 1.0),
-    ("node_disk_discarded_sectors_total", "The total number of sectors discarded successfully.", true, 1.0),
-    ("node_disk_discard_time_seconds_total", "This is the total number of seconds spent by all discards.", true, 0.001),
-    ("node_disk_flush_requests_total", "The total number of flush requests completed successfully", true, 1.0),
-    ("node_disk_flush_requests_time_seconds_total", "This is the total number of seconds spent by all flush requests.", true, 0.001),
+    (
+        "node_disk_reads_completed_total",
+        "The total number of reads completed successfully.",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_reads_merged_total",
+        "The total number of reads merged.",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_read_bytes_total",
+        "The total number of bytes read successfully.",
+        true,
+        512.0,
+    ),
+    (
+        "node_disk_read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        true,
+        0.001,
+    ),
+    (
+        "node_disk_writes_completed_total",
+        "The total number of writes completed successfully.",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_writes_merged_total",
+        "The number of writes merged.",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_written_bytes_total",
+        "The total number of bytes written successfully.",
+        true,
+        512.0,
+    ),
+    (
+        "node_disk_write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        true,
+        0.001,
+    ),
+    (
+        "node_disk_io_now",
+        "The number of I/Os currently in progress.",
+        false,
+        1.0,
+    ),
+    (
+        "node_disk_io_time_seconds_total",
+        "Total seconds spent doing I/Os.",
+        true,
+        0.001,
+    ),
+    (
+        "node_disk_io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        true,
+        0.001,
+    ),
+    (
+        "node_disk_discards_completed_total",
+        "The total number of discards completed successfully.",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_discards_merged_total",
+        "The total number of discards merged.",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        true,
+        0.001,
+    ),
+    (
+        "node_disk_flush_requests_total",
+        "The total number of flush requests completed successfully",
+        true,
+        1.0,
+    ),
+    (
+        "node_disk_flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        true,
+        0.001,
+    ),
 ];
 
 /// The `E:KEY=VALUE` properties of one udev database entry.
@@ -125,21 +216,34 @@ pub fn diskstats_families(disks: &[(DiskStats, DiskInfo)]) -> Vec<MetricFamily> 
         })
         .collect();
     let mut info = MetricFamily::gauge("node_disk_info", "Info of /sys/block/<block_device>.");
-    let mut fs_info = MetricFamily::gauge("node_disk_filesystem_info", "Info about disk filesystem.");
-    let mut dm_info = MetricFamily::gauge("node_disk_device_mapper_info", "Info about disk device mapper.");
+    let mut fs_info =
+        MetricFamily::gauge("node_disk_filesystem_info", "Info about disk filesystem.");
+    let mut dm_info = MetricFamily::gauge(
+        "node_disk_device_mapper_info",
+        "Info about disk device mapper.",
+    );
     let mut dm_backing = MetricFamily::gauge(
         "node_disk_device_mapper_backing_device_info",
         "Info about the underlying block devices of a device mapper device.",
     );
     let mut ata: Vec<(&str, MetricFamily)> = vec![
-        ("ID_ATA_WRITE_CACHE", MetricFamily::gauge("node_disk_ata_write_cache", "ATA disk has a write cache.")),
+        (
+            "ID_ATA_WRITE_CACHE",
+            MetricFamily::gauge("node_disk_ata_write_cache", "ATA disk has a write cache."),
+        ),
         (
             "ID_ATA_WRITE_CACHE_ENABLED",
-            MetricFamily::gauge("node_disk_ata_write_cache_enabled", "ATA disk has its write cache enabled."),
+            MetricFamily::gauge(
+                "node_disk_ata_write_cache_enabled",
+                "ATA disk has its write cache enabled.",
+            ),
         ),
         (
             "ID_ATA_ROTATION_RATE_RPM",
-            MetricFamily::gauge("node_disk_ata_rotation_rate_rpm", "ATA disk rotation rate in RPMs (0 for SSDs)."),
+            MetricFamily::gauge(
+                "node_disk_ata_rotation_rate_rpm",
+                "ATA disk rotation rate in RPMs (0 for SSDs).",
+            ),
         ),
     ];
     for (d, di) in disks {
@@ -233,7 +337,8 @@ impl DiskstatsSource {
             .map(|t| parse_udev(&t))
             .unwrap_or_default();
         let block = self.sys_block.join(&d.device);
-        let rotational = read_attr(&block.join("queue/rotational")).unwrap_or_else(|| "0".to_owned());
+        let rotational =
+            read_attr(&block.join("queue/rotational")).unwrap_or_else(|| "0".to_owned());
         let backing = if udev.contains_key("DM_NAME") {
             list_dir(&block.join("slaves"))
         } else {
@@ -318,30 +423,52 @@ mod tests {
             .map(|s| s.labels[0].1.as_str())
             .collect();
         assert!(devices.contains(&"vda"), "{devices:?}");
-        assert!(!devices.iter().any(|d| d.starts_with("loop")), "{devices:?}");
+        assert!(
+            !devices.iter().any(|d| d.starts_with("loop")),
+            "{devices:?}"
+        );
         let vda = |n: &str| {
-            fam(n).samples.iter().find(|s| s.labels[0].1 == "vda").unwrap().value
+            fam(n)
+                .samples
+                .iter()
+                .find(|s| s.labels[0].1 == "vda")
+                .unwrap()
+                .value
         };
         assert_eq!(vda("node_disk_read_bytes_total"), 3_154_586.0 * 512.0);
         assert_eq!(vda("node_disk_read_time_seconds_total"), 31.322);
         assert_eq!(vda("node_disk_flush_requests_total"), 924.0);
         // udev data for vda is the constructed fixture in testdata/run/udev/data.
-        let info = fam("node_disk_info").samples.iter().find(|s| s.labels[0].1 == "vda").unwrap();
+        let info = fam("node_disk_info")
+            .samples
+            .iter()
+            .find(|s| s.labels[0].1 == "vda")
+            .unwrap();
         let label = |k: &str| info.labels.iter().find(|(n, _)| n == k).unwrap().1.as_str();
         assert_eq!(label("major"), "254");
         assert_eq!(label("rotational"), "1");
         assert_eq!(label("serial"), "vigil-test-disk0");
         assert_eq!(label("path"), "pci-0000:00:05.0");
         let fs = fam("node_disk_filesystem_info");
-        assert_eq!(fs.samples[0].labels[1], ("type".to_owned(), "ext4".to_owned()));
+        assert_eq!(
+            fs.samples[0].labels[1],
+            ("type".to_owned(), "ext4".to_owned())
+        );
     }
 
     #[test]
     fn old_kernel_format_has_only_eleven_fields() {
         let disks = parse_diskstats("   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n").unwrap();
         let fams = diskstats_families(&[(disks[0].clone(), DiskInfo::default())]);
-        assert!(fams.iter().any(|f| f.name == "node_disk_io_time_weighted_seconds_total"));
-        assert!(!fams.iter().any(|f| f.name == "node_disk_discards_completed_total"));
+        assert!(
+            fams.iter()
+                .any(|f| f.name == "node_disk_io_time_weighted_seconds_total")
+        );
+        assert!(
+            !fams
+                .iter()
+                .any(|f| f.name == "node_disk_discards_completed_total")
+        );
     }
 
     #[test]

@@ -43,12 +43,18 @@ impl Source for FilefdSource {
         let text = read_file(&self.path)?;
         let (allocated, maximum) = parse_file_nr(&text).map_err(|e| e.at(&self.path))?;
         out.push(
-            MetricFamily::gauge("node_filefd_allocated", "File descriptor statistics: allocated.")
-                .with(&[], allocated as f64),
+            MetricFamily::gauge(
+                "node_filefd_allocated",
+                "File descriptor statistics: allocated.",
+            )
+            .with(&[], allocated as f64),
         );
         out.push(
-            MetricFamily::gauge("node_filefd_maximum", "File descriptor statistics: maximum.")
-                .with(&[], maximum as f64),
+            MetricFamily::gauge(
+                "node_filefd_maximum",
+                "File descriptor statistics: maximum.",
+            )
+            .with(&[], maximum as f64),
         );
         Ok(())
     }

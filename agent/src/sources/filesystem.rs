@@ -131,8 +131,10 @@ pub fn filesystem_families(reports: &[FsReport]) -> Vec<MetricFamily> {
     let mut readonly =
         MetricFamily::gauge("node_filesystem_readonly", "Filesystem read-only status.");
     let mut size = MetricFamily::gauge("node_filesystem_size_bytes", "Filesystem size in bytes.");
-    let mut free =
-        MetricFamily::gauge("node_filesystem_free_bytes", "Filesystem free space in bytes.");
+    let mut free = MetricFamily::gauge(
+        "node_filesystem_free_bytes",
+        "Filesystem free space in bytes.",
+    );
     let mut avail = MetricFamily::gauge(
         "node_filesystem_avail_bytes",
         "Filesystem space available to non-root users in bytes.",
@@ -245,7 +247,12 @@ impl Source for FilesystemSource {
         let selected = self.selected(mounts)?;
         let targets: Vec<(PathBuf, String)> = selected
             .iter()
-            .map(|(_, label)| (self.rootfs.join(label.trim_start_matches('/')), label.clone()))
+            .map(|(_, label)| {
+                (
+                    self.rootfs.join(label.trim_start_matches('/')),
+                    label.clone(),
+                )
+            })
             .collect();
         let outcomes = self.statter.stat_all(targets);
         let reports: Vec<FsReport> = selected
@@ -308,8 +315,12 @@ mod tests {
         let selected = source.selected(parse_mounts(MOUNTS).unwrap()).unwrap();
         let labels: Vec<&str> = selected.iter().map(|(_, l)| l.as_str()).collect();
         assert!(labels.contains(&"/"), "{labels:?}");
-        assert!(!labels.iter().any(|l| l.starts_with("/sys") || l.starts_with("/proc") || l.starts_with("/dev")),
-            "{labels:?}");
+        assert!(
+            !labels
+                .iter()
+                .any(|l| l.starts_with("/sys") || l.starts_with("/proc") || l.starts_with("/dev")),
+            "{labels:?}"
+        );
         // "devpts /dev/pts" and "tmpfs /dev/shm" appear twice in the capture.
         let mut unique = labels.clone();
         unique.dedup();
@@ -362,6 +373,9 @@ mod tests {
         );
         assert_eq!(by_name("node_filesystem_readonly").samples[1].value, 1.0);
         assert_eq!(by_name("node_filesystem_size_bytes").samples.len(), 1);
-        assert_eq!(by_name("node_filesystem_avail_bytes").samples[0].value, 30.0);
+        assert_eq!(
+            by_name("node_filesystem_avail_bytes").samples[0].value,
+            30.0
+        );
     }
 }

@@ -36,12 +36,16 @@ const SENSOR_TYPES: [&str; 13] = [
 /// (`temp`, 1, `crit_alarm`), `name` is (`name`, 0, ``), as node_exporter's
 /// `^([^0-9]+)([0-9]*)?(_(.+))?$` does.
 pub fn explode_sensor_filename(name: &str) -> Option<(&str, u32, &str)> {
-    let type_end = name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len());
+    let type_end = name
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(name.len());
     if type_end == 0 {
         return None;
     }
     let (sensor_type, rest) = name.split_at(type_end);
-    let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let (digits, rest) = rest.split_at(digits_end);
     let number = if digits.is_empty() {
         0
@@ -62,7 +66,13 @@ pub fn clean_name(name: &str) -> String {
     let lower = name.to_lowercase();
     let replaced: String = lower
         .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     replaced.trim_matches('_').to_owned()
 }
@@ -90,27 +100,55 @@ fn classify(sensor_type: &str, element: &str, has_bare: bool) -> (String, String
     }
     let g = |n: String, h: String, scale: f64| (n, h, scale, false);
     match (sensor_type, element) {
-        (_, "fault" | "alarm") => g(name, format!("Hardware sensor {element} status ({sensor_type})"), 1.0),
-        (_, "beep") => g(name + "_enabled", "Hardware monitor sensor has beeping enabled".into(), 1.0),
-        ("in" | "cpu", _) => g(name + "_volts", format!("Hardware monitor for voltage ({element})"), 0.001),
+        (_, "fault" | "alarm") => g(
+            name,
+            format!("Hardware sensor {element} status ({sensor_type})"),
+            1.0,
+        ),
+        (_, "beep") => g(
+            name + "_enabled",
+            "Hardware monitor sensor has beeping enabled".into(),
+            1.0,
+        ),
+        ("in" | "cpu", _) => g(
+            name + "_volts",
+            format!("Hardware monitor for voltage ({element})"),
+            0.001,
+        ),
         ("temp", e) if e != "type" => {
             let e = if e.is_empty() { "input" } else { e };
-            g(name + "_celsius", format!("Hardware monitor for temperature ({e})"), 0.001)
+            g(
+                name + "_celsius",
+                format!("Hardware monitor for temperature ({e})"),
+                0.001,
+            )
         }
-        ("curr", _) => g(name + "_amps", format!("Hardware monitor for current ({element})"), 0.001),
+        ("curr", _) => g(
+            name + "_amps",
+            format!("Hardware monitor for current ({element})"),
+            0.001,
+        ),
         ("energy", _) => (
             name + "_joule_total",
             format!("Hardware monitor for joules used so far ({element})"),
             1e-6,
             true,
         ),
-        ("power", "accuracy") => g(name, "Hardware monitor power meter accuracy, as a ratio".into(), 1e-6),
+        ("power", "accuracy") => g(
+            name,
+            "Hardware monitor power meter accuracy, as a ratio".into(),
+            1e-6,
+        ),
         ("power", "average_interval" | "average_interval_min" | "average_interval_max") => g(
             name + "_seconds",
             format!("Hardware monitor power usage update interval ({element})"),
             0.001,
         ),
-        ("power", _) => g(name + "_watt", format!("Hardware monitor for power usage in watts ({element})"), 1e-6),
+        ("power", _) => g(
+            name + "_watt",
+            format!("Hardware monitor for power usage in watts ({element})"),
+            1e-6,
+        ),
         ("humidity", _) => g(
             name,
             format!(
@@ -123,7 +161,11 @@ fn classify(sensor_type: &str, element: &str, has_bare: bool) -> (String, String
             format!("Hardware monitor for fan revolutions per minute ({element})"),
             1.0,
         ),
-        _ => g(name, format!("Hardware monitor {sensor_type} element {element}"), 1.0),
+        _ => g(
+            name,
+            format!("Hardware monitor {sensor_type} element {element}"),
+            1.0,
+        ),
     }
 }
 
@@ -156,7 +198,11 @@ pub fn hwmon_families(chips: &[Chip]) -> Vec<MetricFamily> {
                 continue;
             };
             let labels = [("chip", chip.chip.as_str()), ("sensor", sensor.as_str())];
-            if let Some(label) = props.get("label").map(|l| clean_name(l)).filter(|l| !l.is_empty()) {
+            if let Some(label) = props
+                .get("label")
+                .map(|l| clean_name(l))
+                .filter(|l| !l.is_empty())
+            {
                 add(
                     "node_hwmon_sensor_label".into(),
                     "Label for given chip and sensor".into(),
@@ -169,20 +215,38 @@ pub fn hwmon_families(chips: &[Chip]) -> Vec<MetricFamily> {
             match sensor_type {
                 "beep_enable" => {
                     let v = if bare == Some("1") { 1.0 } else { 0.0 };
-                    add("node_hwmon_beep_enabled".into(), "Hardware beep enabled".into(), false, &labels, v);
+                    add(
+                        "node_hwmon_beep_enabled".into(),
+                        "Hardware beep enabled".into(),
+                        false,
+                        &labels,
+                        v,
+                    );
                     continue;
                 }
                 "vrm" => {
                     if let Some(v) = bare.and_then(|b| b.trim().parse::<f64>().ok()) {
                         let help = "Hardware voltage regulator".into();
-                        add("node_hwmon_voltage_regulator_version".into(), help, false, &labels, v);
+                        add(
+                            "node_hwmon_voltage_regulator_version".into(),
+                            help,
+                            false,
+                            &labels,
+                            v,
+                        );
                     }
                     continue;
                 }
                 "update_interval" => {
                     if let Some(v) = bare.and_then(|b| b.trim().parse::<f64>().ok()) {
                         let help = "Hardware monitor update interval".into();
-                        add("node_hwmon_update_interval_seconds".into(), help, false, &labels, v * 0.001);
+                        add(
+                            "node_hwmon_update_interval_seconds".into(),
+                            help,
+                            false,
+                            &labels,
+                            v * 0.001,
+                        );
                     }
                     continue;
                 }
@@ -246,12 +310,17 @@ fn chip_label(dir: &Path) -> Option<String> {
             .and_then(Path::file_name)
             .map(|n| clean_name(&n.to_string_lossy()));
         match (dev_type, dev_name) {
-            (Some(t), Some(n)) if !t.is_empty() && !n.is_empty() => return Some(format!("{t}_{n}")),
+            (Some(t), Some(n)) if !t.is_empty() && !n.is_empty() => {
+                return Some(format!("{t}_{n}"));
+            }
             (_, Some(n)) if !n.is_empty() => return Some(n),
             _ => {}
         }
     }
-    if let Some(name) = read_sensor(&dir.join("name")).map(|n| clean_name(&n)).filter(|n| !n.is_empty()) {
+    if let Some(name) = read_sensor(&dir.join("name"))
+        .map(|n| clean_name(&n))
+        .filter(|n| !n.is_empty())
+    {
         return Some(name);
     }
     let real = std::fs::canonicalize(dir).ok()?;
@@ -261,7 +330,9 @@ fn chip_label(dir: &Path) -> Option<String> {
 
 pub fn read_chip(dir: &Path) -> Option<Chip> {
     let chip = chip_label(dir)?;
-    let chip_name = read_sensor(&dir.join("name")).map(|n| clean_name(&n)).filter(|n| !n.is_empty());
+    let chip_name = read_sensor(&dir.join("name"))
+        .map(|n| clean_name(&n))
+        .filter(|n| !n.is_empty());
     let mut sensors = BTreeMap::new();
     collect_sensor_data(dir, &mut sensors);
     let device = dir.join("device");
@@ -323,9 +394,18 @@ mod tests {
 
     #[test]
     fn sensor_file_names() {
-        assert_eq!(explode_sensor_filename("temp1_input"), Some(("temp", 1, "input")));
-        assert_eq!(explode_sensor_filename("temp12_crit_alarm"), Some(("temp", 12, "crit_alarm")));
-        assert_eq!(explode_sensor_filename("update_interval"), Some(("update_interval", 0, "")));
+        assert_eq!(
+            explode_sensor_filename("temp1_input"),
+            Some(("temp", 1, "input"))
+        );
+        assert_eq!(
+            explode_sensor_filename("temp12_crit_alarm"),
+            Some(("temp", 12, "crit_alarm"))
+        );
+        assert_eq!(
+            explode_sensor_filename("update_interval"),
+            Some(("update_interval", 0, ""))
+        );
         assert_eq!(explode_sensor_filename("in0"), Some(("in", 0, "")));
         assert_eq!(explode_sensor_filename("temp1x"), None);
         assert_eq!(explode_sensor_filename("1abc"), None);
@@ -350,28 +430,78 @@ mod tests {
                 .unwrap_or_else(|| panic!("{n}{{{chip},{sensor}}} missing"))
                 .value
         };
-        assert_eq!(value("node_hwmon_temp_celsius", "platform_coretemp_0", "temp1"), 45.0);
-        assert_eq!(value("node_hwmon_temp_celsius", "platform_coretemp_0", "temp2"), 42.0);
-        assert_eq!(value("node_hwmon_temp_max_celsius", "platform_coretemp_0", "temp1"), 84.0);
-        assert_eq!(value("node_hwmon_temp_crit_celsius", "platform_coretemp_0", "temp1"), 94.0);
-        assert_eq!(value("node_hwmon_temp_crit_alarm_celsius", "platform_coretemp_0", "temp1"), 0.0);
-        assert_eq!(value("node_hwmon_temp_celsius", "nvme_nvme0", "temp1"), 38.85);
+        assert_eq!(
+            value("node_hwmon_temp_celsius", "platform_coretemp_0", "temp1"),
+            45.0
+        );
+        assert_eq!(
+            value("node_hwmon_temp_celsius", "platform_coretemp_0", "temp2"),
+            42.0
+        );
+        assert_eq!(
+            value(
+                "node_hwmon_temp_max_celsius",
+                "platform_coretemp_0",
+                "temp1"
+            ),
+            84.0
+        );
+        assert_eq!(
+            value(
+                "node_hwmon_temp_crit_celsius",
+                "platform_coretemp_0",
+                "temp1"
+            ),
+            94.0
+        );
+        assert_eq!(
+            value(
+                "node_hwmon_temp_crit_alarm_celsius",
+                "platform_coretemp_0",
+                "temp1"
+            ),
+            0.0
+        );
+        assert_eq!(
+            value("node_hwmon_temp_celsius", "nvme_nvme0", "temp1"),
+            38.85
+        );
         // Same arithmetic as node_exporter (millidegrees × 0.001), so the same float.
-        assert_eq!(value("node_hwmon_temp_min_celsius", "nvme_nvme0", "temp1"), -273150.0 * 0.001);
+        assert_eq!(
+            value("node_hwmon_temp_min_celsius", "nvme_nvme0", "temp1"),
+            -273150.0 * 0.001
+        );
         assert_eq!(value("node_hwmon_temp_alarm", "nvme_nvme0", "temp1"), 0.0);
-        assert_eq!(value("node_hwmon_temp_celsius", "thermal_thermal_zone0", "temp1"), 27.8);
-        assert_eq!(value("node_hwmon_fan_rpm", "platform_nct6775_656", "fan1"), 1250.0);
-        assert_eq!(value("node_hwmon_in_volts", "platform_nct6775_656", "in0"), 1.008);
+        assert_eq!(
+            value("node_hwmon_temp_celsius", "thermal_thermal_zone0", "temp1"),
+            27.8
+        );
+        assert_eq!(
+            value("node_hwmon_fan_rpm", "platform_nct6775_656", "fan1"),
+            1250.0
+        );
+        assert_eq!(
+            value("node_hwmon_in_volts", "platform_nct6775_656", "in0"),
+            1.008
+        );
         let names = fam("node_hwmon_chip_names");
         let pairs: Vec<(&str, &str)> = names
             .samples
             .iter()
             .map(|s| (s.labels[0].1.as_str(), s.labels[1].1.as_str()))
             .collect();
-        assert!(pairs.contains(&("platform_coretemp_0", "coretemp")), "{pairs:?}");
+        assert!(
+            pairs.contains(&("platform_coretemp_0", "coretemp")),
+            "{pairs:?}"
+        );
         assert!(pairs.contains(&("nvme_nvme0", "nvme")), "{pairs:?}");
         let labels = fam("node_hwmon_sensor_label");
-        assert!(labels.samples.iter().any(|s| s.labels[2].1 == "package_id_0"));
+        assert!(
+            labels
+                .samples
+                .iter()
+                .any(|s| s.labels[2].1 == "package_id_0")
+        );
         assert!(labels.samples.iter().any(|s| s.labels[2].1 == "composite"));
     }
 

@@ -30,10 +30,16 @@ pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoField>, ParseError> {
         }
         let mut parts = line.split_ascii_whitespace();
         let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
-            return Err(ParseError::new(line_no, format!("expected \"Key: value\", got {line:?}")));
+            return Err(ParseError::new(
+                line_no,
+                format!("expected \"Key: value\", got {line:?}"),
+            ));
         };
         let Some(key) = key.strip_suffix(':') else {
-            return Err(ParseError::new(line_no, format!("key {key:?} lacks its colon")));
+            return Err(ParseError::new(
+                line_no,
+                format!("key {key:?} lacks its colon"),
+            ));
         };
         let raw = parse_u64(value, line_no, key)? as f64;
         let mut suffix = String::with_capacity(key.len() + 7);
@@ -51,7 +57,10 @@ pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoField>, ParseError> {
                 raw * 1024.0
             }
             Some(unit) => {
-                return Err(ParseError::new(line_no, format!("unknown unit {unit:?} for {key}")));
+                return Err(ParseError::new(
+                    line_no,
+                    format!("unknown unit {unit:?} for {key}"),
+                ));
             }
         };
         fields.push(MeminfoField { suffix, value });
@@ -130,7 +139,12 @@ mod tests {
 
     #[test]
     fn malformed_lines() {
-        assert_eq!(parse_meminfo("MemTotal: 1 kB\nMemFree 2 kB\n").unwrap_err().line, 2);
+        assert_eq!(
+            parse_meminfo("MemTotal: 1 kB\nMemFree 2 kB\n")
+                .unwrap_err()
+                .line,
+            2
+        );
         assert!(parse_meminfo("MemTotal: x kB\n").is_err());
         assert!(parse_meminfo("MemTotal: 1 MB\n").is_err());
     }

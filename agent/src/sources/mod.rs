@@ -9,15 +9,19 @@
 //! Parsing is split from reading: every parser is a pure function over the text of a
 //! file, tested against captured real files in `agent/testdata/`.
 
+pub mod bonding;
+pub mod conntrack;
 pub mod cpu;
 pub mod diskstats;
+pub mod entropy;
 pub mod filefd;
 pub mod filesystem;
-pub mod hwmon;
 pub mod gpu;
 mod gpu_events;
 mod gpu_fields;
+pub mod hwmon;
 pub mod loadavg;
+pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
@@ -28,9 +32,11 @@ mod node_names;
 pub mod parse;
 pub mod pressure;
 pub mod sockstat;
+pub mod softnet;
 pub mod stat;
 pub mod statfs;
 pub mod time;
+pub mod timex;
 pub mod uname;
 pub mod vmstat;
 
@@ -118,23 +124,35 @@ pub fn read_file(path: &Path) -> Result<String, SourceError> {
 pub fn host_sources(config: &AgentConfig) -> Vec<Arc<dyn Source>> {
     let paths = config.paths.host_paths();
     vec![
+        Arc::new(bonding::BondingSource::new(&paths)),
+        Arc::new(conntrack::ConntrackSource::new(&paths)),
         Arc::new(cpu::CpuSource::new(&paths)),
         Arc::new(diskstats::DiskstatsSource::new(
             &paths,
             &config.diskstats.device_exclude,
         )),
+        Arc::new(entropy::EntropySource::new(&paths)),
         Arc::new(filefd::FilefdSource::new(&paths)),
         Arc::new(filesystem::FilesystemSource::new(config)),
         Arc::new(hwmon::HwmonSource::new(&paths)),
         Arc::new(loadavg::LoadavgSource::new(&paths)),
+        Arc::new(mdadm::MdadmSource::new(&paths)),
         Arc::new(meminfo::MeminfoSource::new(&paths)),
-        Arc::new(netclass::NetclassSource::new(&paths, &config.netdev.device_exclude)),
-        Arc::new(netdev::NetdevSource::new(&paths, &config.netdev.device_exclude)),
+        Arc::new(netclass::NetclassSource::new(
+            &paths,
+            &config.netdev.device_exclude,
+        )),
+        Arc::new(netdev::NetdevSource::new(
+            &paths,
+            &config.netdev.device_exclude,
+        )),
         Arc::new(netstat::NetstatSource::new(&paths)),
         Arc::new(pressure::PressureSource::new(&paths)),
         Arc::new(sockstat::SockstatSource::new(&paths)),
+        Arc::new(softnet::SoftnetSource::new(&paths)),
         Arc::new(stat::StatSource::new(&paths)),
         Arc::new(time::TimeSource::new(&paths)),
+        Arc::new(timex::TimexSource),
         Arc::new(uname::UnameSource),
         Arc::new(vmstat::VmstatSource::new(&paths)),
     ]

@@ -179,7 +179,7 @@ impl NetclassSource {
         }
     }
 
-    fn from_sysfs(&self, exclude: Option<&regex::Regex>) -> Result<Vec<NetClass>, SourceError> {
+    fn read_sysfs(&self, exclude: Option<&regex::Regex>) -> Result<Vec<NetClass>, SourceError> {
         let entries = match std::fs::read_dir(&self.class_dir) {
             Ok(e) => e,
             // No /sys/class/net (a stripped container): nothing to report, not a fault.
@@ -194,13 +194,17 @@ impl NetclassSource {
             .filter(|d| !excluded(exclude, d))
             .collect();
         devices.sort();
-        Ok(devices.iter().map(|d| read_iface(&self.class_dir, d)).collect())
+        Ok(devices
+            .iter()
+            .map(|d| read_iface(&self.class_dir, d))
+            .collect())
     }
 
-    fn from_netlink(&self, links: &[Link], exclude: Option<&regex::Regex>) -> Vec<NetClass> {
+    fn read_netlink(&self, links: &[Link], exclude: Option<&regex::Regex>) -> Vec<NetClass> {
         // A poisoned lock only means a panic mid-insert; the cache is still usable.
         let mut statics = self.statics.lock().unwrap_or_else(|p| p.into_inner());
-        statics.retain(|(index, name), _| links.iter().any(|l| l.index == *index && l.name == *name));
+        statics
+            .retain(|(index, name), _| links.iter().any(|l| l.index == *index && l.name == *name));
         let mut ifaces: Vec<NetClass> = links
             .iter()
             .filter(|l| !excluded(exclude, &l.name))
@@ -212,7 +216,10 @@ impl NetclassSource {
                 });
                 // sysfs answers speed, duplex, carrier and dormant only while up.
                 let (speed, duplex) = if l.is_up() {
-                    (read_attr(&dir.join("speed")), read_attr(&dir.join("duplex")))
+                    (
+                        read_attr(&dir.join("speed")),
+                        read_attr(&dir.join("duplex")),
+                    )
                 } else {
                     (None, None)
                 };
@@ -226,7 +233,12 @@ impl NetclassSource {
 
 impl NetClass {
     /// The record from a netlink description plus the few sysfs-only attributes.
-    pub fn from_link(l: &Link, fixed: Statics, speed: Option<&str>, duplex: Option<String>) -> Self {
+    pub fn from_link(
+        l: &Link,
+        fixed: Statics,
+        speed: Option<&str>,
+        duplex: Option<String>,
+    ) -> Self {
         let up = l.is_up();
         let numeric = [
             fixed[0],
@@ -276,11 +288,15 @@ impl Source for NetclassSource {
 
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
         let exclude = self.device_exclude.get()?;
-        let links = if self.use_netlink { netlink::dump_links().ok() } else { None };
+        let links = if self.use_netlink {
+            netlink::dump_links().ok()
+        } else {
+            None
+        };
         let ifaces = match links {
-            Some(links) => self.from_netlink(&links, exclude),
+            Some(links) => self.read_netlink(&links, exclude),
             // Not the host's /sys, or netlink refused (a seccomp filter): the files.
-            None => self.from_sysfs(exclude)?,
+            None => self.read_sysfs(exclude)?,
         };
         out.extend(netclass_families(&ifaces));
         Ok(())
@@ -330,7 +346,10 @@ mod tests {
         assert_eq!(up.samples[1].value, 0.0, "lo's operstate is unknown");
         assert_eq!(fam("node_network_mtu_bytes").samples[0].value, 1400.0);
         assert!(!out.iter().any(|f| f.name == "node_network_speed_bytes"));
-        assert_eq!(fam("node_network_carrier_changes_total").samples[0].value, 2.0);
+        assert_eq!(
+            fam("node_network_carrier_changes_total").samples[0].value,
+            2.0
+        );
     }
 
     #[test]
@@ -338,13 +357,21 @@ mod tests {
         let paths = HostPaths::default();
         let source = NetclassSource::new(&paths, "");
         assert!(source.use_netlink);
-        let by_files = source.from_sysfs(None).unwrap();
-        let by_netlink = source.from_netlink(&netlink::dump_links().unwrap(), None);
+        let by_files = source.read_sysfs(None).unwrap();
+        let by_netlink = source.read_netlink(&netlink::dump_links().unwrap(), None);
         assert_eq!(by_netlink.len(), by_files.len());
         for (n, f) in by_netlink.iter().zip(&by_files) {
             // Carrier changes can tick between the two reads; everything else is fixed.
-            assert_eq!((&n.device, &n.address, &n.broadcast, &n.operstate), (&f.device, &f.address, &f.broadcast, &f.operstate));
-            assert_eq!((&n.duplex, &n.ifalias, n.speed_mbps), (&f.duplex, &f.ifalias, f.speed_mbps), "{}", n.device);
+            assert_eq!(
+                (&n.device, &n.address, &n.broadcast, &n.operstate),
+                (&f.device, &f.address, &f.broadcast, &f.operstate)
+            );
+            assert_eq!(
+                (&n.duplex, &n.ifalias, n.speed_mbps),
+                (&f.duplex, &f.ifalias, f.speed_mbps),
+                "{}",
+                n.device
+            );
             for (i, (nv, fv)) in n.numeric.iter().zip(&f.numeric).enumerate() {
                 assert_eq!(nv, fv, "{} attribute {}", n.device, NUMERIC[i].0);
             }
@@ -360,7 +387,10 @@ mod tests {
         };
         let iface = NetClass::from_attrs("ens1f0", attrs);
         let fams = netclass_families(&[iface]);
-        let speed = fams.iter().find(|f| f.name == "node_network_speed_bytes").unwrap();
+        let speed = fams
+            .iter()
+            .find(|f| f.name == "node_network_speed_bytes")
+            .unwrap();
         assert_eq!(speed.samples[0].value, 3_125_000_000.0);
         assert_eq!(parse_sysfs_int("0x1003"), Some(4099));
         assert_eq!(parse_sysfs_int("-1"), Some(-1));

@@ -48,7 +48,10 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<NetDev>, ParseError> {
             if line.trim().is_empty() {
                 continue;
             }
-            return Err(ParseError::new(line_no, format!("no interface name: {line:?}")));
+            return Err(ParseError::new(
+                line_no,
+                format!("no interface name: {line:?}"),
+            ));
         };
         let mut counters = [0u64; 16];
         let mut count = 0;
@@ -131,7 +134,11 @@ impl Source for NetdevSource {
         let mut devices = parse_net_dev(&text).map_err(|e| e.at(&self.path))?;
         devices.retain(|d| !excluded(exclude, &d.device));
         out.extend(netdev_families(&devices));
-        let links = if self.use_netlink { netlink::dump_links().ok() } else { None };
+        let links = if self.use_netlink {
+            netlink::dump_links().ok()
+        } else {
+            None
+        };
         let nohandler: Vec<(&str, u64)> = match &links {
             Some(links) => devices
                 .iter()
@@ -197,7 +204,11 @@ mod tests {
         let nohandler = out.last().unwrap();
         assert_eq!(nohandler.name, "node_network_receive_nohandler_total");
         // Captured for eth0 and lo only; the ifb devices have no sysfs folder here.
-        let devices: Vec<&str> = nohandler.samples.iter().map(|s| s.labels[0].1.as_str()).collect();
+        let devices: Vec<&str> = nohandler
+            .samples
+            .iter()
+            .map(|s| s.labels[0].1.as_str())
+            .collect();
         assert_eq!(devices, ["lo", "eth0"]);
     }
 

@@ -147,7 +147,9 @@ fn parse_link(msg: &[u8]) -> Result<Link, String> {
         let len = u16_at(msg, off) as usize;
         let kind = u16_at(msg, off + 2) & 0x3fff;
         if len < 4 || off + len > msg.len() {
-            return Err(format!("attribute {kind} of length {len} overruns its message"));
+            return Err(format!(
+                "attribute {kind} of length {len} overruns its message"
+            ));
         }
         let data = &msg[off + 4..off + len];
         let u32v = || (data.len() >= 4).then(|| u32_at(data, 0));
@@ -194,13 +196,20 @@ pub fn parse_link_dump(buf: &[u8], links: &mut Vec<Link>) -> Result<bool, ParseE
         let len = u32_at(buf, off) as usize;
         let kind = u16_at(buf, off + 4);
         if len < NLMSG_HDR_LEN || off + len > buf.len() {
-            return Err(ParseError::new(n, format!("netlink message of length {len} overruns the buffer")));
+            return Err(ParseError::new(
+                n,
+                format!("netlink message of length {len} overruns the buffer"),
+            ));
         }
         let msg = &buf[off..off + len];
         match kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let errno = if len >= NLMSG_HDR_LEN + 4 { u32_at(msg, NLMSG_HDR_LEN) as i32 } else { 0 };
+                let errno = if len >= NLMSG_HDR_LEN + 4 {
+                    u32_at(msg, NLMSG_HDR_LEN) as i32
+                } else {
+                    0
+                };
                 return Err(ParseError::new(
                     n,
                     format!("kernel answered {}", io::Error::from_raw_os_error(-errno)),
@@ -217,7 +226,13 @@ pub fn parse_link_dump(buf: &[u8], links: &mut Vec<Link>) -> Result<bool, ParseE
 /// The whole dump's bytes, as received: the test capture is made with this.
 pub fn dump_raw() -> io::Result<Vec<u8>> {
     // SAFETY: plain socket(2) call; the descriptor is closed by `Fd` below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -269,7 +284,12 @@ pub fn dump_raw() -> io::Result<Vec<u8>> {
         match parse_link_dump(chunk, &mut probe) {
             Ok(true) => return Ok(all),
             Ok(false) if n > 0 => {}
-            Ok(false) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "netlink dump ended early")),
+            Ok(false) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "netlink dump ended early",
+                ));
+            }
             Err(e) => return Err(io::Error::other(e.to_string())),
         }
     }
@@ -298,7 +318,11 @@ mod tests {
         let lo = &links[0];
         assert_eq!(lo.index, 1);
         assert_eq!(lo.mtu, Some(65536));
-        assert_eq!(lo.sysfs_flags(), 9, "UP|LOOPBACK, as sysfs and node_exporter show");
+        assert_eq!(
+            lo.sysfs_flags(),
+            9,
+            "UP|LOOPBACK, as sysfs and node_exporter show"
+        );
         assert_eq!(lo.link_type, 772, "ARPHRD_LOOPBACK");
         let eth0 = &links[3];
         assert_eq!(eth0.address.as_deref(), Some("02:fc:00:00:00:01"));
@@ -320,12 +344,22 @@ mod tests {
     fn truncated_dump_is_an_error() {
         let mut links = Vec::new();
         let len = u32_at(CAPTURE, 0) as usize;
-        assert_eq!(parse_link_dump(&CAPTURE[..len - 8], &mut links).unwrap_err().line, 1);
+        assert_eq!(
+            parse_link_dump(&CAPTURE[..len - 8], &mut links)
+                .unwrap_err()
+                .line,
+            1
+        );
         let mut broken = CAPTURE[..len].to_vec();
         // An attribute whose length runs past its message.
         broken[NLMSG_HDR_LEN + IFINFOMSG_LEN..NLMSG_HDR_LEN + IFINFOMSG_LEN + 2]
             .copy_from_slice(&(len as u16).to_ne_bytes());
-        assert!(parse_link_dump(&broken, &mut links).unwrap_err().message.contains("overruns"));
+        assert!(
+            parse_link_dump(&broken, &mut links)
+                .unwrap_err()
+                .message
+                .contains("overruns")
+        );
     }
 
     #[test]

@@ -49,10 +49,16 @@ impl FieldSelector {
 
 /// The matching (`Proto_Field`, value) pairs of a netstat or snmp file: pairs of a
 /// header line (`Tcp: RtoAlgorithm RtoMin ...`) and a value line (`Tcp: 1 200 ...`).
-pub fn parse_netstat(text: &str, fields: &mut FieldSelector) -> Result<Vec<(String, f64)>, ParseError> {
+pub fn parse_netstat(
+    text: &str,
+    fields: &mut FieldSelector,
+) -> Result<Vec<(String, f64)>, ParseError> {
     let mut out = Vec::new();
     let mut key = String::with_capacity(64);
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     while let Some((i, names)) = lines.next() {
         let Some((j, values)) = lines.next() else {
             return Err(ParseError::new(i + 1, "header line without a value line"));
@@ -96,7 +102,10 @@ pub fn parse_netstat(text: &str, fields: &mut FieldSelector) -> Result<Vec<(Stri
 
 /// The matching pairs of /proc/net/snmp6, whose lines are `Ip6InReceives  1`: the
 /// protocol is the name up to and including its first `6`.
-pub fn parse_snmp6(text: &str, fields: &mut FieldSelector) -> Result<Vec<(String, f64)>, ParseError> {
+pub fn parse_snmp6(
+    text: &str,
+    fields: &mut FieldSelector,
+) -> Result<Vec<(String, f64)>, ParseError> {
     let mut out = Vec::new();
     let mut key = String::with_capacity(64);
     for (i, line) in text.lines().enumerate() {
@@ -114,9 +123,9 @@ pub fn parse_snmp6(text: &str, fields: &mut FieldSelector) -> Result<Vec<(String
         if !fields.selected(&key) {
             continue;
         }
-        let v = value
-            .parse::<f64>()
-            .map_err(|e| ParseError::new(i + 1, format!("{name}: {value:?} is not a number: {e}")))?;
+        let v = value.parse::<f64>().map_err(|e| {
+            ParseError::new(i + 1, format!("{name}: {value:?} is not a number: {e}"))
+        })?;
         out.push((key.clone(), v));
     }
     Ok(out)
@@ -181,22 +190,33 @@ mod tests {
     }
 
     fn get(values: &[(String, f64)], key: &str) -> f64 {
-        values.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{key}")).1
+        values
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("{key}"))
+            .1
     }
 
     #[test]
     fn parses_captured_netstat_and_snmp() {
-        let netstat = parse_netstat(include_str!("../../testdata/proc/net/netstat"), &mut re()).unwrap();
+        let netstat =
+            parse_netstat(include_str!("../../testdata/proc/net/netstat"), &mut re()).unwrap();
         assert_eq!(get(&netstat, "IpExt_InOctets"), 82_616_254.0);
         assert_eq!(get(&netstat, "IpExt_OutOctets"), 175_342.0);
         assert_eq!(get(&netstat, "TcpExt_ListenOverflows"), 0.0);
-        assert!(netstat.iter().all(|(k, _)| k != "TcpExt_TW"), "not a default field");
+        assert!(
+            netstat.iter().all(|(k, _)| k != "TcpExt_TW"),
+            "not a default field"
+        );
         let snmp = parse_netstat(include_str!("../../testdata/proc/net/snmp"), &mut re()).unwrap();
         assert_eq!(get(&snmp, "Ip_Forwarding"), 2.0);
         assert!(snmp.iter().any(|(k, _)| k == "Tcp_CurrEstab"));
         assert!(snmp.iter().any(|(k, _)| k == "Udp_NoPorts"));
         let fams = netstat_families(&snmp);
-        let fwd = fams.iter().find(|f| f.name == "node_netstat_Ip_Forwarding").unwrap();
+        let fwd = fams
+            .iter()
+            .find(|f| f.name == "node_netstat_Ip_Forwarding")
+            .unwrap();
         assert_eq!(fwd.help, "Statistic IpForwarding.");
     }
 
@@ -206,7 +226,10 @@ mod tests {
         assert!(v.iter().any(|(k, _)| k == "Ip6_InOctets"));
         assert!(v.iter().any(|(k, _)| k == "Udp6_InDatagrams"));
         assert!(v.iter().any(|(k, _)| k == "Icmp6_InMsgs"));
-        assert!(!v.iter().any(|(k, _)| k == "Ip6_InReceives"), "not a default field");
+        assert!(
+            !v.iter().any(|(k, _)| k == "Ip6_InReceives"),
+            "not a default field"
+        );
     }
 
     #[test]

@@ -23,18 +23,45 @@ use MetricKind::{Counter, Gauge};
 /// the VM has no such hardware or the family is newer: (name, type, label names).
 const NEWER_OR_HARDWARE: &[(&str, MetricKind, &[&str])] = &[
     ("node_cpu_isolated", Gauge, &["cpu"]),
-    ("node_cpu_core_throttles_total", Counter, &["package", "core"]),
+    (
+        "node_cpu_core_throttles_total",
+        Counter,
+        &["package", "core"],
+    ),
     ("node_cpu_package_throttles_total", Counter, &["package"]),
     ("node_pressure_cpu_stalled_seconds_total", Counter, &[]),
     ("node_pressure_irq_stalled_seconds_total", Counter, &[]),
-    ("node_disk_filesystem_info", Gauge, &["device", "type", "usage", "uuid", "version"]),
-    ("node_disk_device_mapper_info", Gauge, &["device", "name", "uuid", "vg_name", "lv_name", "lv_layer"]),
-    ("node_disk_device_mapper_backing_device_info", Gauge, &["device", "backing_device"]),
+    (
+        "node_disk_filesystem_info",
+        Gauge,
+        &["device", "type", "usage", "uuid", "version"],
+    ),
+    (
+        "node_disk_device_mapper_info",
+        Gauge,
+        &["device", "name", "uuid", "vg_name", "lv_name", "lv_layer"],
+    ),
+    (
+        "node_disk_device_mapper_backing_device_info",
+        Gauge,
+        &["device", "backing_device"],
+    ),
     ("node_disk_ata_write_cache", Gauge, &["device"]),
     ("node_disk_ata_write_cache_enabled", Gauge, &["device"]),
     ("node_disk_ata_rotation_rate_rpm", Gauge, &["device"]),
     ("node_hwmon_chip_names", Gauge, &["chip", "chip_name"]),
-    ("node_hwmon_sensor_label", Gauge, &["chip", "sensor", "label"]),
+    (
+        "node_hwmon_sensor_label",
+        Gauge,
+        &["chip", "sensor", "label"],
+    ),
+    ("node_md_disks_required", Gauge, &["device"]),
+    ("node_md_disks", Gauge, &["device", "state"]),
+    ("node_md_state", Gauge, &["device", "state"]),
+    ("node_md_blocks", Gauge, &["device"]),
+    ("node_md_blocks_synced", Gauge, &["device"]),
+    ("node_bonding_slaves", Gauge, &["master"]),
+    ("node_bonding_active", Gauge, &["master"]),
 ];
 
 /// Labels that node_exporter added after 1.5.0 (filesystem `device_error` in 1.7,
@@ -130,6 +157,12 @@ const OWN_PREFIXES: &[&str] = &[
     "node_time_",
     "node_uname_",
     "node_hwmon_",
+    "node_timex_",
+    "node_entropy_",
+    "node_nf_conntrack_",
+    "node_md_",
+    "node_bonding_",
+    "node_softnet_",
 ];
 
 fn testdata_config() -> AgentConfig {
@@ -161,7 +194,17 @@ fn labels_of(f: &MetricFamily) -> BTreeSet<String> {
 #[test]
 fn families_match_node_exporter() {
     let reference = reference();
-    let families = run_all(&host_sources(&testdata_config()));
+    let mut families = run_all(&host_sources(&testdata_config()));
+    // Hardware the VM lacks, from the constructed inputs in testdata/constructed.
+    let mdstat = include_str!("../../testdata/constructed/mdstat");
+    families.extend(super::mdadm::mdadm_families(
+        &super::mdadm::parse_mdstat(mdstat).unwrap(),
+    ));
+    let bonds =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/constructed/bonding/class/net");
+    let bonds = super::bonding::read_bonding(&bonds).unwrap().unwrap();
+    families.extend(super::bonding::bonding_families(&bonds));
+    let netstat_fields = regex::Regex::new(super::netstat::DEFAULT_FIELDS).unwrap();
     let mut emitted = BTreeSet::new();
     for f in &families {
         assert!(
@@ -188,18 +231,28 @@ fn families_match_node_exporter() {
             assert_eq!(labels, expected, "label names of {}", f.name);
         } else if let Some(field) = f.name.strip_prefix("node_netstat_") {
             // Fields of the newer default selection (TCPOFOQueue, TCPRcvQDrop).
-            let re = regex::Regex::new(super::netstat::DEFAULT_FIELDS).unwrap();
-            assert!(re.is_match(field), "{} is not a default netstat field", f.name);
+            assert!(
+                netstat_fields.is_match(field),
+                "{} is not a default netstat field",
+                f.name
+            );
             assert_eq!(f.kind, MetricKind::Unknown, "type of {}", f.name);
             assert!(labels.is_empty(), "label names of {}", f.name);
         } else if f.name.starts_with("node_hwmon_") {
             // Sensor families are named from the sensor files (hwmon_linux.go).
-            let kind = if f.name.ends_with("_joule_total") { Counter } else { Gauge };
+            let kind = if f.name.ends_with("_joule_total") {
+                Counter
+            } else {
+                Gauge
+            };
             assert_eq!(f.kind, kind, "type of {}", f.name);
             let expected: BTreeSet<String> = ["chip", "sensor"].map(String::from).into();
             assert_eq!(labels, expected, "label names of {}", f.name);
         } else {
-            panic!("{} is neither in node_exporter's output nor in its source", f.name);
+            panic!(
+                "{} is neither in node_exporter's output nor in its source",
+                f.name
+            );
         }
     }
     // Everything node_exporter showed for these collectors, the sources show too.
@@ -210,7 +263,10 @@ fn families_match_node_exporter() {
         .filter(|n| !emitted.contains(*n))
         .filter(|n| n.as_str() != "node_network_speed_bytes")
         .collect();
-    assert!(missing.is_empty(), "node_exporter has, the sources lack: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "node_exporter has, the sources lack: {missing:?}"
+    );
 }
 
 #[test]
@@ -238,8 +294,14 @@ fn every_source_runs_on_this_machine() {
     assert!(has("node_memory_MemAvailable_bytes", None));
     assert!(has("node_load1", None));
     assert!(has("node_filesystem_size_bytes", Some(("mountpoint", "/"))));
-    assert!(has("node_filesystem_avail_bytes", Some(("mountpoint", "/"))));
-    assert!(has("node_network_receive_bytes_total", Some(("device", "lo"))));
+    assert!(has(
+        "node_filesystem_avail_bytes",
+        Some(("mountpoint", "/"))
+    ));
+    assert!(has(
+        "node_network_receive_bytes_total",
+        Some(("device", "lo"))
+    ));
     assert!(has("node_network_up", Some(("device", "lo"))));
     assert!(has("node_context_switches_total", None));
     assert!(has("node_boot_time_seconds", None));
@@ -257,7 +319,10 @@ fn cycle_cpu_cost() {
     fn cpu_secs() -> f64 {
         let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
         // SAFETY: `u` is writable memory of the size getrusage expects.
-        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) }, 0);
+        assert_eq!(
+            unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) },
+            0
+        );
         // SAFETY: getrusage returned 0, so `u` is filled.
         let u = unsafe { u.assume_init() };
         let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
@@ -269,17 +334,28 @@ fn cycle_cpu_cost() {
     let (cpu0, wall0) = (cpu_secs(), Instant::now());
     let mut samples = 0;
     for _ in 0..cycles {
-        samples = run_all(&sources).iter().map(|f| f.samples.len()).sum::<usize>();
+        samples = run_all(&sources)
+            .iter()
+            .map(|f| f.samples.len())
+            .sum::<usize>();
     }
     let cpu = (cpu_secs() - cpu0) / cycles as f64;
     let wall = wall0.elapsed().as_secs_f64() / cycles as f64;
-    println!("host sources: {samples} samples, {:.3} ms CPU and {:.3} ms wall per cycle", cpu * 1e3, wall * 1e3);
+    println!(
+        "host sources: {samples} samples, {:.3} ms CPU and {:.3} ms wall per cycle",
+        cpu * 1e3,
+        wall * 1e3
+    );
     for s in &sources {
         let (c0, mut out) = (cpu_secs(), Vec::new());
         for _ in 0..cycles {
             out.clear();
             let _ = s.collect(&mut out);
         }
-        println!("  {:<12} {:.1} µs CPU", s.name(), (cpu_secs() - c0) / cycles as f64 * 1e6);
+        println!(
+            "  {:<12} {:.1} µs CPU",
+            s.name(),
+            (cpu_secs() - c0) / cycles as f64 * 1e6
+        );
     }
 }

@@ -40,9 +40,12 @@ impl ParseError {
 
 /// Parses an unsigned integer field, naming the line and the field on failure.
 pub fn parse_u64(field: &str, line: usize, what: &str) -> Result<u64, ParseError> {
-    field
-        .parse::<u64>()
-        .map_err(|e| ParseError::new(line, format!("{what}: {field:?} is not an unsigned integer: {e}")))
+    field.parse::<u64>().map_err(|e| {
+        ParseError::new(
+            line,
+            format!("{what}: {field:?} is not an unsigned integer: {e}"),
+        )
+    })
 }
 
 /// Parses a signed integer field (sysfs values such as `speed` may be -1).
@@ -119,7 +122,9 @@ mod tests {
 
     #[test]
     fn parse_error_names_path_and_line() {
-        let err = parse_u64("x1", 7, "ctxt").unwrap_err().at(Path::new("/proc/stat"));
+        let err = parse_u64("x1", 7, "ctxt")
+            .unwrap_err()
+            .at(Path::new("/proc/stat"));
         let text = err.to_string();
         assert!(text.contains("/proc/stat"), "{text}");
         assert!(text.contains("line 7"), "{text}");
@@ -134,7 +139,12 @@ mod tests {
         assert!(excluded(lo.get().unwrap(), "lo"));
         assert!(!excluded(lo.get().unwrap(), "eth0"));
         let bad = Exclude::new("netdev.device_exclude", "(");
-        assert!(bad.get().unwrap_err().to_string().starts_with("netdev.device_exclude"));
+        assert!(
+            bad.get()
+                .unwrap_err()
+                .to_string()
+                .starts_with("netdev.device_exclude")
+        );
     }
 
     #[test]

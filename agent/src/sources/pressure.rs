@@ -30,7 +30,10 @@ pub fn parse_psi(text: &str) -> Result<Psi, ParseError> {
             Some("full") => &mut psi.full,
             None => continue,
             Some(other) => {
-                return Err(ParseError::new(i + 1, format!("unknown PSI line {other:?}")));
+                return Err(ParseError::new(
+                    i + 1,
+                    format!("unknown PSI line {other:?}"),
+                ));
             }
         };
         let total = f
@@ -44,8 +47,11 @@ pub fn parse_psi(text: &str) -> Result<Psi, ParseError> {
     Ok(psi)
 }
 
+/// A family's (name, help); `None` where the kernel has no such line for a resource.
+type Family = Option<(&'static str, &'static str)>;
+
 /// (resource, some family, full family) with node_exporter's names and help.
-const RESOURCES: [(&str, Option<(&str, &str)>, Option<(&str, &str)>); 4] = [
+const RESOURCES: [(&str, Family, Family); 4] = [
     (
         "cpu",
         Some((
@@ -112,7 +118,10 @@ impl Source for PressureSource {
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 // Absent (old kernel) or disabled (EOPNOTSUPP without psi=1): skip.
-                Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Err(e)
+                    if e.kind() == ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                {
                     continue;
                 }
                 Err(e) => return Err(SourceError::io(&path, e)),
@@ -165,7 +174,12 @@ mod tests {
 
     #[test]
     fn malformed_psi() {
-        assert_eq!(parse_psi("some avg10=0.00 total=1\nfull avg10=1\n").unwrap_err().line, 2);
+        assert_eq!(
+            parse_psi("some avg10=0.00 total=1\nfull avg10=1\n")
+                .unwrap_err()
+                .line,
+            2
+        );
         assert!(parse_psi("").is_err());
         assert!(parse_psi("sometimes total=1\n").is_err());
     }

@@ -37,8 +37,11 @@ pub fn parse_sockstat(text: &str, page_size: u64) -> Result<Vec<SockstatValue>, 
             return Err(ParseError::new(line_no, format!("no protocol: {line:?}")));
         };
         let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-        if fields.len() % 2 != 0 {
-            return Err(ParseError::new(line_no, format!("{protocol}: odd number of fields")));
+        if !fields.len().is_multiple_of(2) {
+            return Err(ParseError::new(
+                line_no,
+                format!("{protocol}: odd number of fields"),
+            ));
         }
         for pair in fields.chunks_exact(2) {
             let (key, value) = (pair[0], pair[1]);
@@ -112,7 +115,12 @@ impl SockstatSource {
         }
     }
 
-    fn parse(&self, path: &Path, text: &str, out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
+    fn parse(
+        &self,
+        path: &Path,
+        text: &str,
+        out: &mut Vec<MetricFamily>,
+    ) -> Result<(), SourceError> {
         let values = parse_sockstat(text, self.page_size).map_err(|e| e.at(path))?;
         out.extend(sockstat_families(&values));
         Ok(())
@@ -154,7 +162,10 @@ mod tests {
         assert_eq!(get(&v, "FRAG_memory"), 0.0);
         let fams = sockstat_families(&v);
         assert_eq!(fams[0].name, "node_sockstat_sockets_used");
-        let tw = fams.iter().find(|f| f.name == "node_sockstat_TCP_tw").unwrap();
+        let tw = fams
+            .iter()
+            .find(|f| f.name == "node_sockstat_TCP_tw")
+            .unwrap();
         assert_eq!(tw.help, "Number of TCP sockets in state tw.");
     }
 
@@ -164,13 +175,25 @@ mod tests {
         let names: Vec<&str> = v.iter().map(|v| v.suffix.as_str()).collect();
         assert_eq!(
             names,
-            ["TCP6_inuse", "UDP6_inuse", "UDPLITE6_inuse", "RAW6_inuse", "FRAG6_inuse", "FRAG6_memory"]
+            [
+                "TCP6_inuse",
+                "UDP6_inuse",
+                "UDPLITE6_inuse",
+                "RAW6_inuse",
+                "FRAG6_inuse",
+                "FRAG6_memory"
+            ]
         );
     }
 
     #[test]
     fn malformed_sockstat() {
-        assert_eq!(parse_sockstat("sockets: used 1\nTCP: inuse\n", 4096).unwrap_err().line, 2);
+        assert_eq!(
+            parse_sockstat("sockets: used 1\nTCP: inuse\n", 4096)
+                .unwrap_err()
+                .line,
+            2
+        );
         assert!(parse_sockstat("TCP: inuse x\n", 4096).is_err());
         assert!(parse_sockstat("garbage\n", 4096).is_err());
     }

@@ -42,7 +42,9 @@ pub fn parse_stat(text: &str) -> Result<ProcStat, ParseError> {
     if seen < 6 {
         return Err(ParseError::new(
             text.lines().count().max(1),
-            format!("only {seen} of intr, ctxt, btime, processes, procs_running, procs_blocked found"),
+            format!(
+                "only {seen} of intr, ctxt, btime, processes, procs_running, procs_blocked found"
+            ),
         ));
     }
     Ok(stat)
@@ -52,14 +54,20 @@ pub fn stat_families(s: &ProcStat) -> Vec<MetricFamily> {
     vec![
         MetricFamily::counter("node_intr_total", "Total number of interrupts serviced.")
             .with(&[], s.intr as f64),
-        MetricFamily::counter("node_context_switches_total", "Total number of context switches.")
-            .with(&[], s.ctxt as f64),
+        MetricFamily::counter(
+            "node_context_switches_total",
+            "Total number of context switches.",
+        )
+        .with(&[], s.ctxt as f64),
         MetricFamily::counter("node_forks_total", "Total number of forks.")
             .with(&[], s.processes as f64),
         MetricFamily::gauge("node_boot_time_seconds", "Node boot time, in unixtime.")
             .with(&[], s.btime as f64),
-        MetricFamily::gauge("node_procs_running", "Number of processes in runnable state.")
-            .with(&[], s.procs_running as f64),
+        MetricFamily::gauge(
+            "node_procs_running",
+            "Number of processes in runnable state.",
+        )
+        .with(&[], s.procs_running as f64),
         MetricFamily::gauge(
             "node_procs_blocked",
             "Number of processes blocked waiting for I/O to complete.",

@@ -307,7 +307,10 @@ mod tests {
     }
 
     fn targets(names: &[&str]) -> Vec<(PathBuf, String)> {
-        names.iter().map(|n| (PathBuf::from(n), (*n).to_owned())).collect()
+        names
+            .iter()
+            .map(|n| (PathBuf::from(n), (*n).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -319,7 +322,11 @@ mod tests {
         assert_eq!(out[1], StatOutcome::Stuck);
         assert_eq!(out[2], StatOutcome::Failed("permission denied".to_owned()));
         assert!(matches!(out[3], StatOutcome::Ok(s) if s.size_bytes == 3.0));
-        assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(statter.stuck(), vec!["/hang".to_owned()]);
 
         // While stuck, the mount is not asked again: this cycle is immediate.

@@ -22,13 +22,16 @@ pub struct ClockSource {
 pub fn parse_clocksource(device: &str, available: &str, current: &str) -> ClockSource {
     ClockSource {
         device: device.to_owned(),
-        available: available.split_ascii_whitespace().map(str::to_owned).collect(),
+        available: available
+            .split_ascii_whitespace()
+            .map(str::to_owned)
+            .collect(),
         current: current.trim().to_owned(),
     }
 }
 
 /// The local time zone's abbreviation and offset from UTC in seconds at `unix_secs`.
-pub fn zone_offset(unix_secs: i64) -> Option<(String, i64)> {
+pub fn zone_offset(unix_secs: i64) -> Option<(String, libc::c_long)> {
     let t = unix_secs as libc::time_t;
     let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
     // SAFETY: both pointers are valid for the call; localtime_r is the reentrant form
@@ -44,9 +47,11 @@ pub fn zone_offset(unix_secs: i64) -> Option<(String, i64)> {
     } else {
         // SAFETY: tm_zone points at a NUL-terminated abbreviation owned by the C
         // library's time zone state, which lives for the whole process.
-        unsafe { CStr::from_ptr(tm.tm_zone) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(tm.tm_zone) }
+            .to_string_lossy()
+            .into_owned()
     };
-    Some((name, tm.tm_gmtoff as i64))
+    Some((name, tm.tm_gmtoff))
 }
 
 pub struct TimeSource {
@@ -112,8 +117,11 @@ impl Source for TimeSource {
             .duration_since(UNIX_EPOCH)
             .map_err(|e| SourceError::Other(format!("system clock before 1970: {e}")))?;
         out.push(
-            MetricFamily::gauge("node_time_seconds", "System time in seconds since epoch (1970).")
-                .with(&[], now.as_secs_f64()),
+            MetricFamily::gauge(
+                "node_time_seconds",
+                "System time in seconds since epoch (1970).",
+            )
+            .with(&[], now.as_secs_f64()),
         );
         if let Some((zone, offset)) = zone_offset(now.as_secs() as i64) {
             out.push(
@@ -156,7 +164,10 @@ mod tests {
         assert_eq!(fams[0].samples.len(), 2);
         assert_eq!(
             fams[1].samples[0].labels,
-            vec![("device".into(), "0".into()), ("clocksource".into(), "tsc".into())]
+            vec![
+                ("device".into(), "0".into()),
+                ("clocksource".into(), "tsc".into())
+            ]
         );
     }
 

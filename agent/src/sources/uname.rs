@@ -19,7 +19,9 @@ pub struct Uname {
 
 fn field(chars: &[libc::c_char]) -> String {
     // SAFETY: the kernel NUL-terminates every utsname field within its array.
-    unsafe { CStr::from_ptr(chars.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(chars.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn uname() -> Result<Uname, SourceError> {
@@ -88,7 +90,21 @@ mod tests {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         assert_eq!(u.nodename, host.trim());
         let fam = uname_family(&u);
-        let names: Vec<&str> = fam.samples[0].labels.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["sysname", "release", "version", "machine", "nodename", "domainname"]);
+        let names: Vec<&str> = fam.samples[0]
+            .labels
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "sysname",
+                "release",
+                "version",
+                "machine",
+                "nodename",
+                "domainname"
+            ]
+        );
     }
 }

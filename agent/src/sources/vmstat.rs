@@ -21,7 +21,10 @@ pub fn parse_vmstat<'a>(text: &'a str, fields: &Regex) -> Result<Vec<(&'a str, f
             if line.is_empty() {
                 continue;
             }
-            return Err(ParseError::new(i + 1, format!("expected \"name value\", got {line:?}")));
+            return Err(ParseError::new(
+                i + 1,
+                format!("expected \"name value\", got {line:?}"),
+            ));
         };
         if !fields.is_match(name) {
             continue;
@@ -78,7 +81,15 @@ mod tests {
         let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
-            ["pgpgin", "pgpgout", "pswpin", "pswpout", "pgfault", "pgmajfault", "oom_kill"]
+            [
+                "pgpgin",
+                "pgpgout",
+                "pswpin",
+                "pswpout",
+                "pgfault",
+                "pgmajfault",
+                "oom_kill"
+            ]
         );
         assert_eq!(fields[0].1, 1_577_293.0);
         assert_eq!(fields[4].1, 2_606_757.0);
@@ -88,6 +99,11 @@ mod tests {
     #[test]
     fn malformed_value_names_the_line() {
         let re = Regex::new(DEFAULT_FIELDS).unwrap();
-        assert_eq!(parse_vmstat("nr_free_pages 5\npgfault x\n", &re).unwrap_err().line, 2);
+        assert_eq!(
+            parse_vmstat("nr_free_pages 5\npgfault x\n", &re)
+                .unwrap_err()
+                .line,
+            2
+        );
     }
 }

@@ -3,12 +3,12 @@
 //! one `write`, and only then applied, so nothing reaches a query that a crash could
 //! take back.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use vigil_rules::promql::{Labels, Matchers, STALE_NAN_BITS, stale_nan};
 
+use super::hash::FxHashMap;
 use super::record;
 use super::series::{Applied, MemSeries, SeriesData, Verdict};
 use super::wal::frame;
@@ -100,9 +100,10 @@ impl Store {
         let window = self.opts.out_of_order_window_ms;
 
         let mut staged: Vec<(Arc<MemSeries>, i64, f64)> = Vec::with_capacity(samples.len());
-        let mut created: HashMap<Labels, Arc<MemSeries>> = HashMap::new();
+        let mut created: FxHashMap<Labels, Arc<MemSeries>> = FxHashMap::default();
         // Newest (t, value bits) per touched series, including staged appends.
-        let mut tails: HashMap<u64, Option<(i64, u64)>> = HashMap::with_capacity(samples.len());
+        let mut tails: FxHashMap<u64, Option<(i64, u64)>> =
+            FxHashMap::with_capacity_and_hasher(samples.len(), Default::default());
         {
             let index = read(&self.index);
             for (labels, t, v) in samples {

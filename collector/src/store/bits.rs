@@ -20,23 +20,28 @@ impl BitWriter {
         self.write_bits(u64::from(bit), 1);
     }
 
-    /// Writes the low `n` bits of `value` (`n` in 0..=64), most significant first.
+    /// Writes the low `n` bits of `value` (`n` in 0..=64), most significant first:
+    /// top up the partial last byte, then whole bytes, then a new partial byte.
     pub(crate) fn write_bits(&mut self, value: u64, n: u8) {
         debug_assert!(n <= 64);
-        let mut remaining = n;
-        while remaining > 0 {
-            if self.free_bits == 0 {
-                self.bytes.push(0);
-                self.free_bits = 8;
+        let mut left = u32::from(n);
+        if self.free_bits > 0 && left > 0 {
+            let free = u32::from(self.free_bits);
+            let take = left.min(free);
+            let bits = ((value >> (left - take)) as u8) & (((1u16 << take) - 1) as u8);
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= bits << (free - take);
             }
-            let take = remaining.min(self.free_bits);
-            // The `take` bits just below the top `n - remaining` bits of the value.
-            let shift = remaining - take;
-            let chunk = ((value >> shift) & ((1u64 << take) - 1)) as u8;
-            let last = self.bytes.len() - 1;
-            self.bytes[last] |= chunk << (self.free_bits - take);
-            self.free_bits -= take;
-            remaining -= take;
+            self.free_bits -= take as u8;
+            left -= take;
+        }
+        while left >= 8 {
+            left -= 8;
+            self.bytes.push((value >> left) as u8);
+        }
+        if left > 0 {
+            self.bytes.push((value << (8 - left)) as u8);
+            self.free_bits = (8 - left) as u8;
         }
     }
 
@@ -77,25 +82,33 @@ impl<'a> BitReader<'a> {
     }
 
     /// Reads `n` bits (0..=64) as the low bits of a `u64`; `None` past the end, which
-    /// only a corrupt chunk can cause.
+    /// only a corrupt chunk can cause. Loads a 16-byte big-endian window once instead
+    /// of looping per byte: decoding is the hot loop of every query.
     pub(crate) fn read_bits(&mut self, n: u8) -> Option<u64> {
         debug_assert!(n <= 64);
+        if n == 0 {
+            return Some(0);
+        }
         if self.pos + usize::from(n) > self.bytes.len() * 8 {
             return None;
         }
-        let mut value: u64 = 0;
-        let mut remaining = n;
-        while remaining > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let offset = (self.pos % 8) as u8;
-            let avail = 8 - offset;
-            let take = remaining.min(avail);
-            let chunk = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
-            value = (value << take) | u64::from(chunk);
-            self.pos += usize::from(take);
-            remaining -= take;
-        }
-        Some(value)
+        let idx = self.pos / 8;
+        let offset = (self.pos % 8) as u32;
+        let window = match self.bytes.get(idx..idx + 16) {
+            Some(w) => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(w);
+                u128::from_be_bytes(b)
+            }
+            None => {
+                let mut b = [0u8; 16];
+                let tail = &self.bytes[idx..];
+                b[..tail.len()].copy_from_slice(tail);
+                u128::from_be_bytes(b)
+            }
+        };
+        self.pos += usize::from(n);
+        Some(((window << offset) >> (128 - u32::from(n))) as u64)
     }
 }
 

@@ -27,6 +27,7 @@ mod bits;
 mod checkpoint;
 mod chunk;
 mod crc;
+mod hash;
 mod postings;
 mod query;
 mod record;
@@ -36,7 +37,6 @@ mod series;
 mod testutil;
 mod wal;
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -207,7 +207,7 @@ impl Store {
         };
 
         // WAL ids that turned out to name an already known label set.
-        let mut alias: HashMap<SeriesId, SeriesId> = HashMap::new();
+        let mut alias: hash::FxHashMap<SeriesId, SeriesId> = hash::FxHashMap::default();
         let mut unknown_refs = 0u64;
         let mut malformed = 0u64;
         let last_segment = wal::replay(&wal_dir, first_segment, |seg, payload| {

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use regex::Regex;
 use vigil_rules::promql::{Labels, MatchOp, Matcher};
 
+use super::hash::FxHashMap;
 use super::series::{MemSeries, SeriesId};
 
 /// Series by labels and id, plus postings. Lives behind one `RwLock` in the store.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    by_labels: HashMap<Labels, Arc<MemSeries>>,
-    by_id: HashMap<SeriesId, Arc<MemSeries>>,
+    by_labels: FxHashMap<Labels, Arc<MemSeries>>,
+    by_id: FxHashMap<SeriesId, Arc<MemSeries>>,
     postings: HashMap<Box<str>, HashMap<Box<str>, Vec<SeriesId>>>,
     /// Every series id, ascending: the universe for negative matchers.
     all: Vec<SeriesId>,

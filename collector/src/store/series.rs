@@ -140,7 +140,11 @@ impl SeriesData {
         } else {
             match self.chunk_for(t) {
                 Some(i) => self.chunks[i].iter().collect(),
-                None => return Applied::Stored,
+                // No chunks and an empty head: nothing to be out of order with.
+                None => {
+                    self.push(t, v);
+                    return Applied::Stored;
+                }
             }
         };
         let pos = samples.partition_point(|&(st, _)| st < t);
@@ -195,6 +199,13 @@ impl SeriesData {
     /// Appends the samples in `[start_ms, end_ms]` to `out`, ascending.
     pub(crate) fn read_range(&self, start_ms: i64, end_ms: i64, out: &mut Vec<(i64, f64)>) {
         let first = self.chunks.partition_point(|c| c.max_t < start_ms);
+        let upper: usize = self.chunks[first..]
+            .iter()
+            .take_while(|c| c.min_t <= end_ms)
+            .map(|c| usize::from(c.count))
+            .sum::<usize>()
+            + usize::from(self.head.count());
+        out.reserve(upper);
         for c in &self.chunks[first..] {
             if c.min_t > end_ms {
                 return;

@@ -7,15 +7,80 @@ use std::sync::Arc;
 /// The label that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
+type Pair = (Arc<str>, Arc<str>);
+
 /// A sorted (by name), duplicate-free label set including `__name__`. Empty values
 /// are dropped on construction, as Prometheus treats them as absent.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Labels(Arc<[(Box<str>, Box<str>)]>);
+///
+/// Names and values are shared, and the set's hash is computed once at
+/// construction: the engine hashes label sets for every matching, grouping and
+/// duplicate check, so hashing must not walk the strings each time.
+#[derive(Clone)]
+pub struct Labels(Arc<Inner>);
+
+struct Inner {
+    hash: u64,
+    pairs: Box<[Pair]>,
+}
+
+/// FNV-1a over names and values with separators; fast and stable across runs.
+fn fnv(pairs: &[Pair]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (n, v) in pairs {
+        for b in n.bytes().chain(std::iter::once(0xff)).chain(v.bytes()).chain(std::iter::once(0xfe)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels::from_sorted(Vec::new())
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || (self.0.hash == other.0.hash && self.0.pairs == other.0.pairs)
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.pairs.cmp(&other.0.pairs)
+    }
+}
 
 impl Labels {
     /// The empty label set.
     pub fn empty() -> Self {
         Labels::default()
+    }
+
+    /// Wraps pairs that are already sorted by name and unique.
+    fn from_sorted(pairs: Vec<Pair>) -> Self {
+        Labels(Arc::new(Inner { hash: fnv(&pairs), pairs: pairs.into_boxed_slice() }))
+    }
+
+    /// A stable 64-bit hash of the set (names and values).
+    pub fn hash_u64(&self) -> u64 {
+        self.0.hash
     }
 
     /// Builds a label set from pairs; later duplicates win, empty values are dropped.
@@ -28,10 +93,8 @@ impl Labels {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
-            .ok()
-            .map(|i| self.0[i].1.as_ref())
+        let p = &self.0.pairs;
+        p.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok().map(|i| p[i].1.as_ref())
     }
 
     /// The metric name, if any.
@@ -40,15 +103,15 @@ impl Labels {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        self.0.pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.pairs.is_empty()
     }
 
     /// A builder pre-filled with these labels.
@@ -63,13 +126,14 @@ impl Labels {
         if self.get(METRIC_NAME).is_none() {
             return self.clone();
         }
-        Labels(self.0.iter().filter(|(n, _)| n.as_ref() != METRIC_NAME).cloned().collect())
+        Labels::from_sorted(self.0.pairs.iter().filter(|(n, _)| n.as_ref() != METRIC_NAME).cloned().collect())
     }
 
     /// Only the named labels (`keep = true`) or all but them (`keep = false`).
     pub fn filter(&self, names: &[String], keep: bool) -> Labels {
-        Labels(
+        Labels::from_sorted(
             self.0
+                .pairs
                 .iter()
                 .filter(|(n, _)| names.iter().any(|x| x.as_str() == n.as_ref()) == keep)
                 .cloned()
@@ -145,14 +209,14 @@ impl LabelsBuilder {
     }
 
     pub fn build(&self) -> Labels {
-        let mut v: Vec<(Box<str>, Box<str>)> = self
+        let mut v: Vec<Pair> = self
             .pairs
             .iter()
             .filter(|(_, v)| !v.is_empty())
             .map(|(n, v)| (n.as_str().into(), v.as_str().into()))
             .collect();
         v.sort();
-        Labels(v.into())
+        Labels::from_sorted(v)
     }
 }
 

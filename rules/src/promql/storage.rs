@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Labels, Matcher, Matchers, Series, Storage, StorageError};
+use super::{Labels, MatchOp, Matcher, Matchers, Series, Storage, StorageError};
 
 /// Series held in memory, indexed by label name and value.
 #[derive(Debug, Default, Clone)]
@@ -63,21 +63,15 @@ impl MemoryStorage {
         self.series.len()
     }
 
-    /// Series ids a single matcher can be answered with from the index, if it can.
-    fn candidates(&self, m: &Matcher) -> Option<Vec<usize>> {
+    /// Series ids a non-equality matcher can be answered with from the index, if it
+    /// can (it must not match the empty value, or absent labels would qualify).
+    fn regex_candidates(&self, m: &Matcher) -> Option<Vec<usize>> {
         if m.is_match("") {
             return None;
         }
-        let values = self.postings.get(&m.name);
-        if let promql_parser::label::MatchOp::Equal = m.op {
-            return Some(
-                values
-                    .and_then(|vs| vs.get(&m.value))
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-        }
-        let mut ids: Vec<usize> = values
+        let mut ids: Vec<usize> = self
+            .postings
+            .get(&m.name)
             .into_iter()
             .flatten()
             .filter(|(v, _)| m.is_match(v))
@@ -88,22 +82,30 @@ impl MemoryStorage {
     }
 
     fn select_group(&self, group: &[Matcher], out: &mut Vec<usize>) {
-        let mut best: Option<Vec<usize>> = None;
-        for m in group {
-            if let Some(c) = self.candidates(m) {
-                if best.as_ref().is_none_or(|b| c.len() < b.len()) {
-                    best = Some(c);
-                }
-                // An equality lookup is as selective as it gets.
-                if matches!(m.op, promql_parser::label::MatchOp::Equal) {
-                    break;
-                }
-            }
-        }
         let matches = |id: usize| {
             let l = &self.series[id].labels;
             group.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
         };
+        // The shortest posting list of any equality matcher bounds the scan.
+        let mut shortest: Option<&[usize]> = None;
+        for m in group.iter().filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty()) {
+            let ids = self
+                .postings
+                .get(&m.name)
+                .and_then(|vs| vs.get(&m.value))
+                .map_or(&[][..], |v| v.as_slice());
+            if shortest.is_none_or(|s| ids.len() < s.len()) {
+                shortest = Some(ids);
+            }
+        }
+        if let Some(ids) = shortest {
+            out.extend(ids.iter().copied().filter(|&id| matches(id)));
+            return;
+        }
+        let best = group
+            .iter()
+            .filter_map(|m| self.regex_candidates(m))
+            .min_by_key(|c| c.len());
         match best {
             Some(ids) => out.extend(ids.into_iter().filter(|&id| matches(id))),
             None => out.extend((0..self.series.len()).filter(|&id| matches(id))),
