@@ -5,12 +5,12 @@
 //! is reported as failed until it returns, and everything else carries on.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vigil_proto::exposition::{self, Format};
 use vigil_proto::MetricFamily;
+use vigil_proto::exposition::{self, Format};
 
 use crate::sources::{Source, SourceError};
 
@@ -236,13 +236,14 @@ pub fn merge_families(mut families: Vec<MetricFamily>) -> Vec<MetricFamily> {
 }
 
 pub fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
     use std::sync::Mutex;
+    use std::sync::mpsc;
 
     use super::*;
 
@@ -315,7 +316,11 @@ mod tests {
             assert_eq!(success(&snapshot, "partial"), Some(0.0));
             assert!(snapshot.family("partial_value").is_some());
         }
-        assert_eq!(stuck.starts.load(Ordering::SeqCst), 1, "restarted while stuck");
+        assert_eq!(
+            stuck.starts.load(Ordering::SeqCst),
+            1,
+            "restarted while stuck"
+        );
 
         // Releasing it (and every later run) lets it return; it runs again next cycle.
         drop(tx);

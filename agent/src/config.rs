@@ -165,7 +165,10 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl AgentConfig {
@@ -201,7 +204,10 @@ impl AgentConfig {
         if !(self.interval_secs > 0.0 && self.interval_secs.is_finite()) {
             return Err(ConfigError::Invalid {
                 field: "interval_secs",
-                message: format!("must be a positive number of seconds, got {}", self.interval_secs),
+                message: format!(
+                    "must be a positive number of seconds, got {}",
+                    self.interval_secs
+                ),
             });
         }
         if !(self.source_timeout_secs > 0.0 && self.source_timeout_secs.is_finite()) {
@@ -214,8 +220,14 @@ impl AgentConfig {
             });
         }
         for (field, re) in [
-            ("filesystem.mount_points_exclude", &self.filesystem.mount_points_exclude),
-            ("filesystem.fs_types_exclude", &self.filesystem.fs_types_exclude),
+            (
+                "filesystem.mount_points_exclude",
+                &self.filesystem.mount_points_exclude,
+            ),
+            (
+                "filesystem.fs_types_exclude",
+                &self.filesystem.fs_types_exclude,
+            ),
             ("diskstats.device_exclude", &self.diskstats.device_exclude),
             ("netdev.device_exclude", &self.netdev.device_exclude),
         ] {
@@ -256,19 +268,31 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err = AgentConfig::from_toml("interval_secs = 5\n\n[gpu]\nexpected_cont = 8\n")
-            .unwrap_err();
+        let err =
+            AgentConfig::from_toml("interval_secs = 5\n\n[gpu]\nexpected_cont = 8\n").unwrap_err();
         assert!(err.contains("expected_cont"), "{err}");
         assert!(err.contains("line 4"), "{err}");
     }
 
     #[test]
     fn bad_values_name_the_field() {
-        let mut c = AgentConfig::default();
-        c.interval_secs = 0.0;
-        assert!(c.validate().unwrap_err().to_string().starts_with("interval_secs:"));
+        let c = AgentConfig {
+            interval_secs: 0.0,
+            ..AgentConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("interval_secs:")
+        );
         let mut c = AgentConfig::default();
         c.netdev.device_exclude = "(".into();
-        assert!(c.validate().unwrap_err().to_string().starts_with("netdev.device_exclude:"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("netdev.device_exclude:")
+        );
     }
 }

@@ -80,9 +80,10 @@ async fn metrics(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
-    response
-        .headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    response.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     response
 }
 
@@ -91,7 +92,10 @@ fn accepts_gzip(value: &str) -> bool {
     value.split(',').any(|part| {
         let mut params = part.split(';').map(str::trim);
         let coding = params.next().unwrap_or_default();
-        let refused = params.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().ok() == Some(0.0)));
+        let refused = params.any(|p| {
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.parse::<f32>().ok() == Some(0.0))
+        });
         (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
     })
 }

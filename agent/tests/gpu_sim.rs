@@ -558,14 +558,14 @@ fn exposition_passes_promtool() -> Result<()> {
         8,
         "[[gpu]]\nindex = 2\nthrottle = [\"sw_power_cap\"]\n[[xid]]\ngpu = 1\ncode = 13\n",
     )?;
-    let mut out = wait_for(sim.source.as_ref(), "xid 13", |out| {
+    wait_for(sim.source.as_ref(), "xid 13", |out| {
         value(
             out,
             "vigil_gpu_xid_errors_total",
             &[("gpu", "1"), ("xid", "13")],
         ) == Some(1.0)
     })?;
-    out = collect(sim.source.as_ref())?;
+    let mut out = collect(sim.source.as_ref())?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // promtool's parser reads only the classic text format (OpenMetrics' `unknown`
     // type is a parse error to it), so that is the format checked.

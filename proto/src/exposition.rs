@@ -229,7 +229,9 @@ mod tests {
         assert!(out.contains("# TYPE node_cpu_seconds counter\n"));
         assert!(out.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 12.5\n"));
         assert!(out.contains("node_cpu_seconds_created{cpu=\"0\",mode=\"idle\"} 1700000000\n"));
-        assert!(out.contains("# HELP node_memory_MemFree_bytes Memory \\\"free\\\" \\\\ in bytes\n"));
+        assert!(
+            out.contains("# HELP node_memory_MemFree_bytes Memory \\\"free\\\" \\\\ in bytes\n")
+        );
         assert!(out.contains("# TYPE node_vmstat_oom_kill unknown\n"));
         assert!(out.ends_with("# EOF\n"));
     }
@@ -243,7 +245,16 @@ mod tests {
 
     #[test]
     fn floats_read_back_exactly() {
-        for v in [0.0, -1.0, 0.1, 1e-9, 123456789.125, 2.5e22, f64::MAX, f64::MIN_POSITIVE] {
+        for v in [
+            0.0,
+            -1.0,
+            0.1,
+            1e-9,
+            123456789.125,
+            2.5e22,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
             let mut s = String::new();
             write_float(v, &mut s);
             assert_eq!(s.parse::<f64>().ok(), Some(v), "{s}");

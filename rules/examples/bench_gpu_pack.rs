@@ -17,7 +17,9 @@ const NODES: usize = 1000;
 const GPUS: usize = 8;
 const STEP_MS: i64 = 15_000;
 const SAMPLES: i64 = 61; // 15 minutes of 15 s samples, both ends included.
-const XIDS: [&str; 15] = ["13", "31", "43", "45", "48", "62", "63", "64", "74", "79", "92", "94", "95", "119", "120"];
+const XIDS: [&str; 15] = [
+    "13", "31", "43", "45", "48", "62", "63", "64", "74", "79", "92", "94", "95", "119", "120",
+];
 const REASONS: [&str; 9] = [
     "gpu_idle",
     "applications_clocks_setting",
@@ -49,14 +51,20 @@ fn fill(st: &mut MemoryStorage) -> usize {
             series += 1;
         };
         add(labels("vigil_gpu_count", &node_labels), &|_| GPUS as f64);
-        add(labels("vigil_gpu_expected_count", &node_labels), &|_| GPUS as f64);
+        add(labels("vigil_gpu_expected_count", &node_labels), &|_| {
+            GPUS as f64
+        });
         for g in 0..GPUS {
             let gpu = g.to_string();
             let uuid = format!("GPU-{n:04}-{g}");
             let bus = format!("00000000:{:02x}:00.0", 0x18 + g * 0x10);
             let dev = format!("nvidia{g}");
             let faulty = (n * GPUS + g) % 200 == 7;
-            let short = [("gpu", gpu.as_str()), ("instance", instance.as_str()), ("job", "vigil")];
+            let short = [
+                ("gpu", gpu.as_str()),
+                ("instance", instance.as_str()),
+                ("job", "vigil"),
+            ];
             let dcgm = [
                 ("gpu", gpu.as_str()),
                 ("UUID", uuid.as_str()),
@@ -70,23 +78,39 @@ fn fill(st: &mut MemoryStorage) -> usize {
             for xid in XIDS {
                 let l = labels(
                     "vigil_gpu_xid_errors_total",
-                    &[("gpu", &gpu), ("UUID", &uuid), ("xid", xid), ("instance", &instance), ("job", "vigil")],
+                    &[
+                        ("gpu", &gpu),
+                        ("UUID", &uuid),
+                        ("xid", xid),
+                        ("instance", &instance),
+                        ("job", "vigil"),
+                    ],
                 );
                 let fires = faulty && xid == "79";
                 add(l, &move |i| if fires && i > 50 { 1.0 } else { 0.0 });
             }
             for reason in REASONS {
-                let l = labels("vigil_gpu_throttle_active", &[short[0], ("reason", reason), short[1], short[2]]);
+                let l = labels(
+                    "vigil_gpu_throttle_active",
+                    &[short[0], ("reason", reason), short[1], short[2]],
+                );
                 let on = faulty && reason == "hw_thermal";
                 add(l, &move |_| if on { 1.0 } else { 0.0 });
             }
             add(labels("vigil_gpu_up", &short), &|_| 1.0);
-            add(labels("DCGM_FI_DEV_GPU_TEMP", &dcgm), &move |i| if faulty { 88.0 } else { 60.0 + (i % 7) as f64 });
+            add(labels("DCGM_FI_DEV_GPU_TEMP", &dcgm), &move |i| {
+                if faulty { 88.0 } else { 60.0 + (i % 7) as f64 }
+            });
             add(labels("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", &dcgm), &|_| 0.0);
             add(labels("DCGM_FI_DEV_ROW_REMAP_FAILURE", &dcgm), &|_| 0.0);
-            add(labels("DCGM_FI_DEV_ROW_REMAP_PENDING", &dcgm), &move |_| if faulty { 1.0 } else { 0.0 });
+            add(labels("DCGM_FI_DEV_ROW_REMAP_PENDING", &dcgm), &move |_| {
+                if faulty { 1.0 } else { 0.0 }
+            });
             add(labels("DCGM_FI_DEV_RETIRED_PENDING", &dcgm), &|_| 0.0);
-            add(labels("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", &dcgm), &move |i| if faulty { (i * 10) as f64 } else { 3.0 });
+            add(
+                labels("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", &dcgm),
+                &move |i| if faulty { (i * 10) as f64 } else { 3.0 },
+            );
             for name in [
                 "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
                 "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
@@ -103,7 +127,12 @@ fn fill(st: &mut MemoryStorage) -> usize {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let per_rule = args.iter().any(|a| a == "--per-rule");
-    let rounds: usize = args.iter().find(|a| !a.starts_with("--")).map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let rounds: usize = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(20);
     let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs/gpu.yml");
     let file = vigil_rules::rulefile::load_file(&pack).map_err(|e| format!("{e:?}"))?;
 
@@ -115,8 +144,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t0.elapsed().as_secs_f64()
     );
 
-    let opts = GroupOptions { default_interval_ms: STEP_MS, restore_for_state: false, ..GroupOptions::default() };
-    let mut groups: Vec<Group> = file.groups.iter().map(|g| Group::new(pack.clone(), g, &opts)).collect();
+    let opts = GroupOptions {
+        default_interval_ms: STEP_MS,
+        restore_for_state: false,
+        ..GroupOptions::default()
+    };
+    let mut groups: Vec<Group> = file
+        .groups
+        .iter()
+        .map(|g| Group::new(pack.clone(), g, &opts))
+        .collect();
     let engine = Engine::default();
     let end = (SAMPLES - 1) * STEP_MS;
     let mut times = Vec::with_capacity(rounds);
@@ -135,7 +172,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         times.push(start.elapsed());
         if r == 0 {
-            alerts = groups.iter().flat_map(|g| g.alerting_rules()).map(|a| a.alerts().len()).sum();
+            alerts = groups
+                .iter()
+                .flat_map(|g| g.alerting_rules())
+                .map(|a| a.alerts().len())
+                .sum();
         }
         // Not appended: appending would change the data each round.
         drop(recorded);
@@ -148,13 +189,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     vigil_rules::promql::Value::Vector(v) => v.len(),
                     _ => 1,
                 };
-                println!("  {:>8.2} ms  {:>6} samples  {}", start.elapsed().as_secs_f64() * 1e3, n, r.name);
+                println!(
+                    "  {:>8.2} ms  {:>6} samples  {}",
+                    start.elapsed().as_secs_f64() * 1e3,
+                    n,
+                    r.name
+                );
             }
         }
     }
     let mean = times.iter().sum::<Duration>() / rounds.max(1) as u32;
     let max = times.iter().max().copied().unwrap_or_default();
-    println!("gpu pack: {} rules in {} groups, {alerts} active alerts after round 1", file.groups.iter().map(|g| g.rules.len()).sum::<usize>(), groups.len());
+    println!(
+        "gpu pack: {} rules in {} groups, {alerts} active alerts after round 1",
+        file.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+        groups.len()
+    );
     println!(
         "evaluation round over {series} series: mean {:.2} ms, max {:.2} ms ({rounds} rounds)",
         mean.as_secs_f64() * 1e3,

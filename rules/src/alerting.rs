@@ -72,10 +72,18 @@ pub enum AlertEvalError {
 }
 
 impl AlertingRule {
-    pub fn new(rule: Rule, external_labels: Vec<(String, String)>, external_url: String, restored: bool) -> Self {
+    pub fn new(
+        rule: Rule,
+        external_labels: Vec<(String, String)>,
+        external_url: String,
+        restored: bool,
+    ) -> Self {
         let labels = rule.labels.clone();
         let parse = |pairs: &[(String, String)]| -> Vec<(String, Result<Template, TemplateError>)> {
-            pairs.iter().map(|(k, v)| (k.clone(), Template::parse_alert(&rule.name, v))).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), Template::parse_alert(&rule.name, v)))
+                .collect()
         };
         let label_templates = parse(&labels);
         let annotation_templates = parse(&rule.annotations);
@@ -134,7 +142,9 @@ impl AlertingRule {
         for s in result {
             let data = alert_data(
                 s.labels.iter(),
-                self.external_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                self.external_labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
                 &self.external_url,
                 s.v,
             );
@@ -145,8 +155,11 @@ impl AlertingRule {
                 lb.set(k, &expand(t, &data, env));
             }
             lb.set("alertname", name);
-            let annotations: Vec<(String, String)> =
-                self.annotation_templates.iter().map(|(k, t)| (k.clone(), expand(t, &data, env))).collect();
+            let annotations: Vec<(String, String)> = self
+                .annotation_templates
+                .iter()
+                .map(|(k, t)| (k.clone(), expand(t, &data, env)))
+                .collect();
             let labels = lb.build();
             if fresh.contains_key(&labels) {
                 return Err(AlertEvalError::DuplicateLabelset);
@@ -186,7 +199,9 @@ impl AlertingRule {
         let mut keys: Vec<Labels> = self.active.keys().cloned().collect();
         keys.sort();
         for k in keys {
-            let Some(a) = self.active.get_mut(&k) else { continue };
+            let Some(a) = self.active.get_mut(&k) else {
+                continue;
+            };
             if !present.contains(&k) {
                 let mut keep_firing = false;
                 if a.state == AlertState::Firing && keep_for > 0 {
@@ -194,7 +209,8 @@ impl AlertingRule {
                     keep_firing = ts_ms - since < keep_for;
                 }
                 if a.state == AlertState::Pending
-                    || a.resolved_at_ms.is_some_and(|r| ts_ms - r > RESOLVED_RETENTION_MS)
+                    || a.resolved_at_ms
+                        .is_some_and(|r| ts_ms - r > RESOLVED_RETENTION_MS)
                 {
                     forget.push(k.clone());
                 }
@@ -215,7 +231,11 @@ impl AlertingRule {
             }
             if self.restored {
                 let t = ts_ms - query_offset_ms;
-                out.push(InstantSample { labels: series_labels(&self.labels, a, "ALERTS", true), t_ms: t, v: 1.0 });
+                out.push(InstantSample {
+                    labels: series_labels(&self.labels, a, "ALERTS", true),
+                    t_ms: t,
+                    v: 1.0,
+                });
                 out.push(InstantSample {
                     labels: series_labels(&self.labels, a, "ALERTS_FOR_STATE", false),
                     t_ms: t,
@@ -228,21 +248,37 @@ impl AlertingRule {
         }
         if limit > 0 && active_pending as u64 > limit {
             self.active.clear();
-            return Err(AlertEvalError::Limit { limit, count: active_pending });
+            return Err(AlertEvalError::Limit {
+                limit,
+                count: active_pending,
+            });
         }
         Ok(out)
     }
 }
 
 /// A template's expansion, or Prometheus's error text in its place.
-fn expand(t: &Result<Template, TemplateError>, data: &crate::template::Val, env: &Env<'_>) -> String {
-    match t.as_ref().map_err(Clone::clone).and_then(|t| t.execute(data, env)) {
+fn expand(
+    t: &Result<Template, TemplateError>,
+    data: &crate::template::Val,
+    env: &Env<'_>,
+) -> String {
+    match t
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|t| t.execute(data, env))
+    {
         Ok(s) => s,
         Err(e) => format!("<error expanding template: {e}>"),
     }
 }
 
-fn series_labels(rule_labels: &[(String, String)], a: &Alert, metric: &str, with_state: bool) -> Labels {
+fn series_labels(
+    rule_labels: &[(String, String)],
+    a: &Alert,
+    metric: &str,
+    with_state: bool,
+) -> Labels {
     let mut b = LabelsBuilder::new();
     for (k, v) in rule_labels {
         b.set(k, v);

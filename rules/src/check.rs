@@ -88,14 +88,21 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let mut out = Vec::new();
         let code = check_files(std::slice::from_ref(&p), &mut out);
-        let s = String::from_utf8(out).unwrap().replace(&p.display().to_string(), "r.yml");
+        let s = String::from_utf8(out)
+            .unwrap()
+            .replace(&p.display().to_string(), "r.yml");
         (code, s)
     }
 
     #[test]
     fn success_and_failure_shapes() {
-        let (c, s) = run("groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n  - alert: B\n    expr: up == 0\n");
-        assert_eq!((c, s.as_str()), (0, "Checking r.yml\n  SUCCESS: 2 rules found\n\n"));
+        let (c, s) = run(
+            "groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n  - alert: B\n    expr: up == 0\n",
+        );
+        assert_eq!(
+            (c, s.as_str()),
+            (0, "Checking r.yml\n  SUCCESS: 2 rules found\n\n")
+        );
         let (c, s) = run("groups:\n- name: g\n  rules:\n  - record: a\n    expr: 'up +'\n");
         assert_eq!(c, 1);
         assert!(s.starts_with("Checking r.yml\n  FAILED:\nr.yml: 5:11: group \"g\", rule 1, \"a\": could not parse expression: "), "{s}");
@@ -103,8 +110,13 @@ mod tests {
 
     #[test]
     fn duplicates_are_a_lint_not_a_failure() {
-        let (c, s) = run("groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n  - record: a\n    expr: up\n- name: h\n  rules:\n  - record: a\n    expr: up\n");
+        let (c, s) = run(
+            "groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n  - record: a\n    expr: up\n- name: h\n  rules:\n  - record: a\n    expr: up\n",
+        );
         assert_eq!(c, 0);
-        assert_eq!(s, "Checking r.yml\n  FAILED:\nlint error 1 duplicate rule(s) found.\nMetric: a\nLabel(s):\nMight cause inconsistency while recording expressions\n\n");
+        assert_eq!(
+            s,
+            "Checking r.yml\n  FAILED:\nlint error 1 duplicate rule(s) found.\nMetric: a\nLabel(s):\nMight cause inconsistency while recording expressions\n\n"
+        );
     }
 }

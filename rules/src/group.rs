@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use crate::alerting::{Alert, AlertState, AlertingRule};
 use crate::promql::{
-    Engine, InstantSample, Labels, LabelsBuilder, MemoryStorage, METRIC_NAME, Matchers, Series,
+    Engine, InstantSample, Labels, LabelsBuilder, METRIC_NAME, Matchers, MemoryStorage, Series,
     Storage, StorageError, Value, stale_nan,
 };
 use crate::rulefile::{Rule, RuleGroup, RuleKind};
@@ -99,13 +99,22 @@ struct Overlay<'a> {
 }
 
 impl Storage for Overlay<'_> {
-    fn select(&self, m: &Matchers, start_ms: i64, end_ms: i64) -> Result<Vec<Series>, StorageError> {
+    fn select(
+        &self,
+        m: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
         let mut out = self.base.select(m, start_ms, end_ms)?;
         let fresh = self.fresh.select(m, start_ms, end_ms)?;
         if fresh.is_empty() {
             return Ok(out);
         }
-        let index: HashMap<Labels, usize> = out.iter().enumerate().map(|(i, s)| (s.labels.clone(), i)).collect();
+        let index: HashMap<Labels, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.labels.clone(), i))
+            .collect();
         for s in fresh {
             match index.get(&s.labels) {
                 Some(&i) => {
@@ -127,7 +136,11 @@ impl Storage for Overlay<'_> {
 fn to_vector(v: Value) -> Result<Vec<InstantSample>, String> {
     match v {
         Value::Vector(v) => Ok(v),
-        Value::Scalar { t_ms, v } => Ok(vec![InstantSample { labels: Labels::empty(), t_ms, v }]),
+        Value::Scalar { t_ms, v } => Ok(vec![InstantSample {
+            labels: Labels::empty(),
+            t_ms,
+            v,
+        }]),
         _ => Err("rule result is not a vector or scalar".into()),
     }
 }
@@ -141,8 +154,12 @@ impl Group {
             .map(|r| {
                 let mut r = r.clone();
                 let own: Vec<(String, String)> = r.labels.clone();
-                let mut merged: Vec<(String, String)> =
-                    g.labels.iter().filter(|(k, _)| !own.iter().any(|(n, _)| n == k)).cloned().collect();
+                let mut merged: Vec<(String, String)> = g
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !own.iter().any(|(n, _)| n == k))
+                    .cloned()
+                    .collect();
                 merged.extend(own);
                 r.labels = merged;
                 match r.kind {
@@ -195,7 +212,10 @@ impl Group {
         let (limit, offset) = (self.limit, self.query_offset_ms);
         let external_url = self.opts.external_url.clone();
         for (i, rule) in self.rules.iter_mut().enumerate() {
-            let overlay = Overlay { base: storage, fresh: &fresh };
+            let overlay = Overlay {
+                base: storage,
+                fresh: &fresh,
+            };
             let out: Result<Vec<InstantSample>, String> = match rule {
                 GroupRule::Recording(r) => engine
                     .instant(&overlay, &r.parsed, qt)
@@ -203,28 +223,54 @@ impl Group {
                     .and_then(to_vector)
                     .and_then(|v| record(r, v, limit)),
                 GroupRule::Alerting(a) => {
-                    let before: HashMap<Labels, AlertState> =
-                        a.alerts().into_iter().map(|x| (x.labels.clone(), x.state)).collect();
+                    let before: HashMap<Labels, AlertState> = a
+                        .alerts()
+                        .into_iter()
+                        .map(|x| (x.labels.clone(), x.state))
+                        .collect();
                     let query = |q: &str| -> Result<Vec<QuerySample>, String> {
                         let expr = crate::promql::parse(q).map_err(|e| e.to_string())?;
-                        let v = to_vector(engine.instant(&overlay, &expr, qt).map_err(|e| e.to_string())?)?;
+                        let v = to_vector(
+                            engine
+                                .instant(&overlay, &expr, qt)
+                                .map_err(|e| e.to_string())?,
+                        )?;
                         Ok(v.into_iter()
                             .map(|s| QuerySample {
-                                labels: s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                                labels: s
+                                    .labels
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .collect(),
                                 value: s.v,
                             })
                             .collect())
                     };
-                    let env = Env { t_ms, external_url: &external_url, query: Some(&query) };
+                    let env = Env {
+                        t_ms,
+                        external_url: &external_url,
+                        query: Some(&query),
+                    };
                     let r = engine
                         .instant(&overlay, &a.rule.parsed, qt)
                         .map_err(|e| e.to_string())
                         .and_then(to_vector)
-                        .and_then(|v| a.eval(&v, t_ms, offset, limit, &env).map_err(|e| e.to_string()));
+                        .and_then(|v| {
+                            a.eval(&v, t_ms, offset, limit, &env)
+                                .map_err(|e| e.to_string())
+                        });
                     for x in a.alerts() {
-                        let from = before.get(&x.labels).copied().unwrap_or(AlertState::Inactive);
+                        let from = before
+                            .get(&x.labels)
+                            .copied()
+                            .unwrap_or(AlertState::Inactive);
                         if from != x.state {
-                            res.transitions.push(AlertTransition { rule: a.rule.name.clone(), from, to: x.state, alert: x.clone() });
+                            res.transitions.push(AlertTransition {
+                                rule: a.rule.name.clone(),
+                                from,
+                                to: x.state,
+                                alert: x.clone(),
+                            });
                         }
                     }
                     // Alerts dropped from the map (pending that vanished, or a cleared limit).
@@ -258,7 +304,10 @@ impl Group {
             let samples = match out {
                 Ok(s) => s,
                 Err(error) => {
-                    res.errors.push(RuleEvalError { rule: name.clone(), error });
+                    res.errors.push(RuleEvalError {
+                        rule: name.clone(),
+                        error,
+                    });
                     continue;
                 }
             };
@@ -272,7 +321,11 @@ impl Group {
             gone.sort();
             for l in gone {
                 fresh.add(l.clone(), qt, stale_nan());
-                res.samples.push(InstantSample { labels: l.clone(), t_ms: qt, v: stale_nan() });
+                res.samples.push(InstantSample {
+                    labels: l.clone(),
+                    t_ms: qt,
+                    v: stale_nan(),
+                });
             }
             self.previous_series[i] = returned;
         }
@@ -300,7 +353,9 @@ impl Group {
             let matchers = Matchers::new(
                 a.for_state_selector()
                     .into_iter()
-                    .map(|(k, v)| crate::promql::Matcher::new(crate::promql::MatchOp::Equal, &k, &v))
+                    .map(|(k, v)| {
+                        crate::promql::Matcher::new(crate::promql::MatchOp::Equal, &k, &v)
+                    })
                     .collect(),
             );
             let series = match storage.select(&matchers, mint, t_ms) {
@@ -310,10 +365,17 @@ impl Group {
                     continue;
                 }
             };
-            let by_labels: HashMap<Labels, &Series> = series.iter().map(|s| (s.labels.without_name(), s)).collect();
+            let by_labels: HashMap<Labels, &Series> = series
+                .iter()
+                .map(|s| (s.labels.without_name(), s))
+                .collect();
             for alert in a.alerts_mut() {
-                let Some(s) = by_labels.get(&alert.labels) else { continue };
-                let Some(&(t, v)) = s.samples.last() else { continue };
+                let Some(s) = by_labels.get(&alert.labels) else {
+                    continue;
+                };
+                let Some(&(t, v)) = s.samples.last() else {
+                    continue;
+                };
                 if crate::promql::is_stale_nan(v) {
                     continue;
                 }
@@ -346,12 +408,21 @@ fn record(r: &Rule, v: Vec<InstantSample>, limit: u64) -> Result<Vec<InstantSamp
         }
         let labels = b.build();
         if !seen.insert(labels.clone()) {
-            return Err("vector contains metrics with the same labelset after applying rule labels".into());
+            return Err(
+                "vector contains metrics with the same labelset after applying rule labels".into(),
+            );
         }
-        out.push(InstantSample { labels, t_ms: s.t_ms, v: s.v });
+        out.push(InstantSample {
+            labels,
+            t_ms: s.t_ms,
+            v: s.v,
+        });
     }
     if limit > 0 && out.len() as u64 > limit {
-        return Err(format!("exceeded limit of {limit} with {} series", out.len()));
+        return Err(format!(
+            "exceeded limit of {limit} with {} series",
+            out.len()
+        ));
     }
     Ok(out)
 }

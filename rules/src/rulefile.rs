@@ -112,7 +112,13 @@ pub fn is_valid_metric_name(s: &str) -> bool {
 /// Reads, parses and validates a rule file.
 pub fn load_file(path: &Path) -> Result<RuleFile, Vec<RuleError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![RuleError { file: path.into(), group: None, rule: None, line: None, msg: e.to_string() }]
+        vec![RuleError {
+            file: path.into(),
+            group: None,
+            rule: None,
+            line: None,
+            msg: e.to_string(),
+        }]
     })?;
     parse_rule_file(path, &text)
 }
@@ -126,7 +132,8 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile, Vec<RuleErro
         line,
         msg,
     };
-    let root = yaml::parse(text).map_err(|e| vec![file_err(format!("yaml: line {}: {}", e.line, e.msg), None)])?;
+    let root = yaml::parse(text)
+        .map_err(|e| vec![file_err(format!("yaml: line {}: {}", e.line, e.msg), None)])?;
     let mut decode_errs: Vec<YamlError> = Vec::new();
     let mut errs: Vec<RuleError> = Vec::new();
     let mut groups = Vec::new();
@@ -151,11 +158,17 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile, Vec<RuleErro
     let mut seen: Vec<&str> = Vec::new();
     for g in &groups {
         if g.name.value.is_empty() {
-            errs.push(file_err("Groupname must not be empty".into(), Some(g.name.pos)));
+            errs.push(file_err(
+                "Groupname must not be empty".into(),
+                Some(g.name.pos),
+            ));
         }
         if seen.contains(&g.name.value.as_str()) {
             errs.push(file_err(
-                format!("groupname: \"{}\" is repeated in the same file", g.name.value),
+                format!(
+                    "groupname: \"{}\" is repeated in the same file",
+                    g.name.value
+                ),
                 Some(g.name.pos),
             ));
         }
@@ -184,7 +197,10 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile, Vec<RuleErro
     if !errs.is_empty() {
         return Err(errs);
     }
-    Ok(RuleFile { path: path.into(), groups: groups.into_iter().map(RawGroup::into_group).collect() })
+    Ok(RuleFile {
+        path: path.into(),
+        groups: groups.into_iter().map(RawGroup::into_group).collect(),
+    })
 }
 
 fn unmarshal_errors(path: &Path, errs: Vec<YamlError>) -> RuleError {
@@ -192,7 +208,13 @@ fn unmarshal_errors(path: &Path, errs: Vec<YamlError>) -> RuleError {
     for e in &errs {
         msg.push_str(&format!("\n  line {}: {}", e.line, e.msg));
     }
-    RuleError { file: path.into(), group: None, rule: None, line: None, msg }
+    RuleError {
+        file: path.into(),
+        group: None,
+        rule: None,
+        line: None,
+        msg,
+    }
 }
 
 /// A decoded value with the position of its YAML node.
@@ -203,7 +225,10 @@ pub(crate) struct At<T> {
 }
 
 fn at<T>(node: &Node, value: T) -> At<T> {
-    At { value, pos: (node.line, node.col) }
+    At {
+        value,
+        pos: (node.line, node.col),
+    }
 }
 
 pub(crate) struct RawGroup {
@@ -222,8 +247,8 @@ pub(crate) struct RawRule {
     pub expr: Option<At<String>>,
     pub for_ms: Option<At<i64>>,
     pub keep_firing_for_ms: Option<At<i64>>,
-    pub labels: Vec<(At<String>, At<String>)>,
-    pub annotations: Vec<(At<String>, At<String>)>,
+    pub labels: PositionedPairs,
+    pub annotations: PositionedPairs,
     pub recovery: Option<At<RawRecovery>>,
     pub line: usize,
 }
@@ -246,13 +271,22 @@ impl RawRule {
 
 fn duration_field(n: &Node, what: &str) -> Result<At<i64>, YamlError> {
     let s = n.string(what)?;
-    parse_duration(&s).map(|ms| at(n, ms)).map_err(|e| YamlError::at(n, e))
+    parse_duration(&s)
+        .map(|ms| at(n, ms))
+        .map_err(|e| YamlError::at(n, e))
 }
 
 fn decode_group(n: &Node) -> Result<RawGroup, Vec<YamlError>> {
     let (f, mut errs) = n.fields_collect(
         "rulefmt.RuleGroup",
-        &["name", "interval", "query_offset", "limit", "rules", "labels"],
+        &[
+            "name",
+            "interval",
+            "query_offset",
+            "limit",
+            "rules",
+            "labels",
+        ],
     );
     let one = |e: YamlError| vec![e];
     let name = match f.get("name") {
@@ -260,13 +294,27 @@ fn decode_group(n: &Node) -> Result<RawGroup, Vec<YamlError>> {
         None => at(n, String::new()),
     };
     let opt_dur = |k: &str| -> Result<Option<i64>, Vec<YamlError>> {
-        f.get(k).filter(|v| !v.is_null()).map(|v| duration_field(v, k).map(|d| d.value)).transpose().map_err(one)
+        f.get(k)
+            .filter(|v| !v.is_null())
+            .map(|v| duration_field(v, k).map(|d| d.value))
+            .transpose()
+            .map_err(one)
     };
     let interval_ms = opt_dur("interval")?;
     let query_offset_ms = opt_dur("query_offset")?;
-    let limit = f.get("limit").map(|v| v.uint("limit")).transpose().map_err(one)?.unwrap_or(0);
+    let limit = f
+        .get("limit")
+        .map(|v| v.uint("limit"))
+        .transpose()
+        .map_err(one)?
+        .unwrap_or(0);
     let labels = match f.get("labels") {
-        Some(v) => v.string_map("labels").map_err(one)?.into_iter().map(|(k, val)| (at(&k, k.string("").unwrap_or_default()), val)).collect(),
+        Some(v) => v
+            .string_map("labels")
+            .map_err(one)?
+            .into_iter()
+            .map(|(k, val)| (at(&k, k.string("").unwrap_or_default()), val))
+            .collect(),
         None => Vec::new(),
     };
     let mut rules = Vec::new();
@@ -281,10 +329,20 @@ fn decode_group(n: &Node) -> Result<RawGroup, Vec<YamlError>> {
     if !errs.is_empty() {
         return Err(errs);
     }
-    Ok(RawGroup { name, interval_ms, query_offset_ms, limit, labels, rules })
+    Ok(RawGroup {
+        name,
+        interval_ms,
+        query_offset_ms,
+        limit,
+        labels,
+        rules,
+    })
 }
 
-fn string_pairs(n: &Node, what: &str) -> Result<Vec<(At<String>, At<String>)>, YamlError> {
+/// A `map[string]string` with the position of every key and value.
+type PositionedPairs = Vec<(At<String>, At<String>)>;
+
+fn string_pairs(n: &Node, what: &str) -> Result<PositionedPairs, YamlError> {
     match &n.kind {
         yaml::NodeKind::Map(entries) => entries
             .iter()
@@ -298,17 +356,33 @@ fn string_pairs(n: &Node, what: &str) -> Result<Vec<(At<String>, At<String>)>, Y
 fn decode_rule(n: &Node) -> Result<RawRule, Vec<YamlError>> {
     let (f, unknown) = n.fields_collect(
         "rulefmt.RuleNode",
-        &["record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations", "recovery"],
+        &[
+            "record",
+            "alert",
+            "expr",
+            "for",
+            "keep_firing_for",
+            "labels",
+            "annotations",
+            "recovery",
+        ],
     );
     if !unknown.is_empty() {
         return Err(unknown);
     }
     let one = |e: YamlError| vec![e];
     let s = |k: &str| -> Result<Option<At<String>>, Vec<YamlError>> {
-        f.get(k).map(|v| v.string(k).map(|s| at(v, s))).transpose().map_err(one)
+        f.get(k)
+            .map(|v| v.string(k).map(|s| at(v, s)))
+            .transpose()
+            .map_err(one)
     };
     let d = |k: &str| -> Result<Option<At<i64>>, Vec<YamlError>> {
-        f.get(k).filter(|v| !v.is_null()).map(|v| duration_field(v, k)).transpose().map_err(one)
+        f.get(k)
+            .filter(|v| !v.is_null())
+            .map(|v| duration_field(v, k))
+            .transpose()
+            .map_err(one)
     };
     let mut rule = RawRule {
         record: s("record")?,
@@ -333,7 +407,8 @@ fn decode_rule(n: &Node) -> Result<RawRule, Vec<YamlError>> {
         }
         if let Some(an) = rf.get("args_from_labels") {
             for a in an.seq("args_from_labels").map_err(one)? {
-                rec.args_from_labels.push(at(a, a.string("args_from_labels").map_err(one)?));
+                rec.args_from_labels
+                    .push(at(a, a.string("args_from_labels").map_err(one)?));
             }
         }
         rule.recovery = Some(at(v, rec));
@@ -350,7 +425,11 @@ impl RawGroup {
             query_offset_ms: self.query_offset_ms,
             limit: self.limit,
             labels: self.labels.into_iter().map(|(k, v)| (k.value, v)).collect(),
-            rules: self.rules.into_iter().filter_map(RawRule::into_rule).collect(),
+            rules: self
+                .rules
+                .into_iter()
+                .filter_map(RawRule::into_rule)
+                .collect(),
         }
     }
 }
@@ -372,11 +451,24 @@ impl RawRule {
             parsed,
             for_ms: self.for_ms.map_or(0, |d| d.value),
             keep_firing_for_ms: self.keep_firing_for_ms.map_or(0, |d| d.value),
-            labels: self.labels.into_iter().map(|(k, v)| (k.value, v.value)).collect(),
-            annotations: self.annotations.into_iter().map(|(k, v)| (k.value, v.value)).collect(),
+            labels: self
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k.value, v.value))
+                .collect(),
+            annotations: self
+                .annotations
+                .into_iter()
+                .map(|(k, v)| (k.value, v.value))
+                .collect(),
             recovery: self.recovery.map(|r| Recovery {
                 script: r.value.script.map(|s| s.value).unwrap_or_default(),
-                args_from_labels: r.value.args_from_labels.into_iter().map(|a| a.value).collect(),
+                args_from_labels: r
+                    .value
+                    .args_from_labels
+                    .into_iter()
+                    .map(|a| a.value)
+                    .collect(),
             }),
             line: self.line,
         })
@@ -386,5 +478,7 @@ impl RawRule {
 /// Parses an annotation or label template as Prometheus's loader does, with the
 /// variables it predefines.
 pub(crate) fn check_template(alert: &str, text: &str) -> Result<(), String> {
-    Template::parse_alert(alert, text).map(|_| ()).map_err(|e| e.to_string())
+    Template::parse_alert(alert, text)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

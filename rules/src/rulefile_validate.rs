@@ -13,7 +13,10 @@ pub(crate) fn validate_rule(r: &RawRule) -> Vec<(Pos, String)> {
     let alert = r.alert.as_ref().filter(|a| !a.value.is_empty());
     let rule_pos = Some((r.line, 1));
     match (record, alert) {
-        (Some(rec), Some(_)) => out.push((Some(rec.pos), "only one of 'record' and 'alert' must be set".into())),
+        (Some(rec), Some(_)) => out.push((
+            Some(rec.pos),
+            "only one of 'record' and 'alert' must be set".into(),
+        )),
         (None, None) => out.push((rule_pos, "one of 'record' or 'alert' must be set".into())),
         _ => {}
     }
@@ -27,19 +30,34 @@ pub(crate) fn validate_rule(r: &RawRule) -> Vec<(Pos, String)> {
     }
     if let Some(rec) = record {
         if !r.annotations.is_empty() {
-            out.push((Some(rec.pos), "invalid field 'annotations' in recording rule".into()));
+            out.push((
+                Some(rec.pos),
+                "invalid field 'annotations' in recording rule".into(),
+            ));
         }
         if r.for_ms.as_ref().is_some_and(|d| d.value != 0) {
-            out.push((Some(rec.pos), "invalid field 'for' in recording rule".into()));
+            out.push((
+                Some(rec.pos),
+                "invalid field 'for' in recording rule".into(),
+            ));
         }
         if r.keep_firing_for_ms.as_ref().is_some_and(|d| d.value != 0) {
-            out.push((Some(rec.pos), "invalid field 'keep_firing_for' in recording rule".into()));
+            out.push((
+                Some(rec.pos),
+                "invalid field 'keep_firing_for' in recording rule".into(),
+            ));
         }
         if !is_valid_metric_name(&rec.value) {
-            out.push((Some(rec.pos), format!("invalid recording rule name: {}", rec.value)));
+            out.push((
+                Some(rec.pos),
+                format!("invalid recording rule name: {}", rec.value),
+            ));
         }
         if r.recovery.is_some() {
-            out.push((Some(rec.pos), "invalid field 'recovery' in recording rule: only alerts trigger recovery".into()));
+            out.push((
+                Some(rec.pos),
+                "invalid field 'recovery' in recording rule: only alerts trigger recovery".into(),
+            ));
         }
     }
     for (k, _) in &r.labels {
@@ -69,13 +87,22 @@ pub(crate) fn validate_rule(r: &RawRule) -> Vec<(Pos, String)> {
             None => out.push((Some(rec.pos), "recovery: field 'script' must be set".into())),
             Some(s) => {
                 if let Err(why) = check_script_name(&s.value) {
-                    out.push((Some(s.pos), format!("recovery: invalid script {:?}: {why}", s.value)));
+                    out.push((
+                        Some(s.pos),
+                        format!("recovery: invalid script {:?}: {why}", s.value),
+                    ));
                 }
             }
         }
         for l in &rec.value.args_from_labels {
             if !is_valid_label_name(&l.value) || l.value.starts_with("__") {
-                out.push((Some(l.pos), format!("recovery: invalid label name in args_from_labels: {:?}", l.value)));
+                out.push((
+                    Some(l.pos),
+                    format!(
+                        "recovery: invalid label name in args_from_labels: {:?}",
+                        l.value
+                    ),
+                ));
             }
         }
     }
@@ -106,7 +133,6 @@ pub fn check_script_name(s: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::rulefile::parse_rule_file;
     use std::path::Path;
 
@@ -120,24 +146,44 @@ mod tests {
     #[test]
     fn prometheus_checks_with_positions() {
         let e = errors("groups:\n- name: g\n  rules:\n  - record: a\n    alert: b\n    expr: up\n");
-        assert_eq!(e, vec!["f.yml: 4:13: group \"g\", rule 1, \"b\": only one of 'record' and 'alert' must be set"]);
-        let e = errors("groups:\n- name: g\n  rules:\n  - record: 'a{b}'\n    expr: up\n    for: 5m\n");
+        assert_eq!(
+            e,
+            vec![
+                "f.yml: 4:13: group \"g\", rule 1, \"b\": only one of 'record' and 'alert' must be set"
+            ]
+        );
+        let e =
+            errors("groups:\n- name: g\n  rules:\n  - record: 'a{b}'\n    expr: up\n    for: 5m\n");
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].contains("invalid field 'for' in recording rule"));
         assert!(e[1].contains("invalid recording rule name: a{b}"));
-        let e = errors("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up +\n    labels:\n      0bad: x\n");
-        assert!(e[0].starts_with("f.yml: 5:11: group \"g\", rule 1, \"A\": could not parse expression:"), "{e:?}");
+        let e = errors(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up +\n    labels:\n      0bad: x\n",
+        );
+        assert!(
+            e[0].starts_with(
+                "f.yml: 5:11: group \"g\", rule 1, \"A\": could not parse expression:"
+            ),
+            "{e:?}"
+        );
         assert!(e[1].contains("invalid label name: 0bad"));
         let e = errors("groups:\n- name: g\n  rules: []\n- name: g\n  rules: []\n");
-        assert_eq!(e, vec!["f.yml: 4:9: groupname: \"g\" is repeated in the same file"]);
+        assert_eq!(
+            e,
+            vec!["f.yml: 4:9: groupname: \"g\" is repeated in the same file"]
+        );
     }
 
     #[test]
     fn unknown_fields_listed_like_go() {
-        let e = errors("groups:\n- name: g\n  owner: x\n  rules:\n  - alert: A\n    expr: up\n    severity: x\n");
+        let e = errors(
+            "groups:\n- name: g\n  owner: x\n  rules:\n  - alert: A\n    expr: up\n    severity: x\n",
+        );
         assert_eq!(
             e,
-            vec!["f.yml: yaml: unmarshal errors:\n  line 3: field owner not found in type rulefmt.RuleGroup\n  line 7: field severity not found in type rulefmt.RuleNode"]
+            vec![
+                "f.yml: yaml: unmarshal errors:\n  line 3: field owner not found in type rulefmt.RuleGroup\n  line 7: field severity not found in type rulefmt.RuleNode"
+            ]
         );
     }
 
@@ -150,22 +196,33 @@ mod tests {
         assert_eq!(rec.args_from_labels, vec!["gpu", "UUID"]);
         let bad = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    recovery:\n      script: ../../bin/sh\n      args_from_labels: [\"a-b\"]\n      shell: x\n";
         let e = errors(bad);
-        assert!(e[0].contains("field shell not found in type vigil.Recovery"), "{e:?}");
+        assert!(
+            e[0].contains("field shell not found in type vigil.Recovery"),
+            "{e:?}"
+        );
         let bad = bad.replace("      shell: x\n", "");
         let e = errors(&bad);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].contains("7:15: group \"g\", rule 1, \"A\": recovery: invalid script \"../../bin/sh\""));
+        assert!(e[0].contains(
+            "7:15: group \"g\", rule 1, \"A\": recovery: invalid script \"../../bin/sh\""
+        ));
         assert!(e[1].contains("invalid label name in args_from_labels: \"a-b\""));
-        let e = errors("groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    recovery: {script: x}\n");
+        let e = errors(
+            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    recovery: {script: x}\n",
+        );
         assert!(e[0].contains("only alerts trigger recovery"));
     }
 
     #[test]
     fn template_errors_name_the_annotation() {
-        let e = errors("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    annotations:\n      summary: '{{ $label.x }}'\n");
+        let e = errors(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    annotations:\n      summary: '{{ $label.x }}'\n",
+        );
         assert_eq!(
             e,
-            vec!["f.yml: 7:16: group \"g\", rule 1, \"A\": annotation \"summary\": template: __alert_A:1: undefined variable \"$label\""]
+            vec![
+                "f.yml: 7:16: group \"g\", rule 1, \"A\": annotation \"summary\": template: __alert_A:1: undefined variable \"$label\""
+            ]
         );
     }
 }

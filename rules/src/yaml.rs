@@ -25,7 +25,10 @@ pub struct Node {
 pub enum NodeKind {
     /// `plain` is false for quoted and block scalars, which are never null, numbers or
     /// booleans.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -46,13 +49,20 @@ impl fmt::Display for YamlError {
 
 impl YamlError {
     pub fn at(node: &Node, msg: impl Into<String>) -> Self {
-        YamlError { line: node.line, col: node.col, msg: msg.into() }
+        YamlError {
+            line: node.line,
+            col: node.col,
+            msg: msg.into(),
+        }
     }
 }
 
 /// Parses the first document of `text`. An empty document is a null scalar.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
-    let mut b = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new() };
+    let mut b = Builder {
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+    };
     loop {
         let (ev, span) = b.next()?;
         match ev {
@@ -61,7 +71,10 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 return Ok(Node {
                     line: 1,
                     col: 1,
-                    kind: NodeKind::Scalar { text: String::new(), plain: true },
+                    kind: NodeKind::Scalar {
+                        text: String::new(),
+                        plain: true,
+                    },
                 });
             }
             other => return b.node(other, span),
@@ -81,7 +94,11 @@ impl<'a> Builder<'a> {
                 None => return Ok((Event::StreamEnd, Span::default())),
                 Some(Err(e)) => {
                     let m = e.marker();
-                    return Err(YamlError { line: m.line(), col: m.col() + 1, msg: e.info().to_string() });
+                    return Err(YamlError {
+                        line: m.line(),
+                        col: m.col() + 1,
+                        msg: e.info().to_string(),
+                    });
                 }
                 #[allow(unreachable_patterns)]
                 Some(Ok((Event::Comment(..), _))) => continue,
@@ -113,7 +130,14 @@ impl<'a> Builder<'a> {
                     }
                     items.push(self.node(ev, span)?);
                 }
-                (Node { line, col, kind: NodeKind::Seq(items) }, anchor)
+                (
+                    Node {
+                        line,
+                        col,
+                        kind: NodeKind::Seq(items),
+                    },
+                    anchor,
+                )
             }
             Event::MappingStart(_, anchor, _) => {
                 let mut entries: Vec<(Node, Node)> = Vec::new();
@@ -125,19 +149,28 @@ impl<'a> Builder<'a> {
                     let key = self.node(ev, span)?;
                     let (ev, span) = self.next()?;
                     let value = self.node(ev, span)?;
-                    if let Some(k) = key.scalar() {
-                        if let Some((prev, _)) =
-                            entries.iter().find(|(p, _)| p.scalar() == Some(k))
-                        {
-                            return Err(YamlError::at(
-                                &key,
-                                format!("mapping key {k:?} already defined at line {}", prev.line),
-                            ));
-                        }
+                    let dup = key.scalar().and_then(|k| {
+                        entries
+                            .iter()
+                            .find(|(p, _)| p.scalar() == Some(k))
+                            .map(|(p, _)| (k, p.line))
+                    });
+                    if let Some((k, prev_line)) = dup {
+                        return Err(YamlError::at(
+                            &key,
+                            format!("mapping key {k:?} already defined at line {prev_line}"),
+                        ));
                     }
                     entries.push((key, value));
                 }
-                (Node { line, col, kind: NodeKind::Map(entries) }, anchor)
+                (
+                    Node {
+                        line,
+                        col,
+                        kind: NodeKind::Map(entries),
+                    },
+                    anchor,
+                )
             }
             Event::Alias(id) => {
                 return self.anchors.get(&id).cloned().ok_or(YamlError {
@@ -146,7 +179,13 @@ impl<'a> Builder<'a> {
                     msg: "unknown anchor".into(),
                 });
             }
-            _ => return Err(YamlError { line, col, msg: "unexpected YAML event".into() }),
+            _ => {
+                return Err(YamlError {
+                    line,
+                    col,
+                    msg: "unexpected YAML event".into(),
+                });
+            }
         };
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
@@ -196,8 +235,11 @@ impl Node {
             Some(t) if !self.is_null() => format!(" `{t}`"),
             _ => String::new(),
         };
-        YamlError::at(self, format!("cannot unmarshal {}{shown} into {go_type}", self.tag()))
-            .with_context(value_desc)
+        YamlError::at(
+            self,
+            format!("cannot unmarshal {}{shown} into {go_type}", self.tag()),
+        )
+        .with_context(value_desc)
     }
 
     /// A string field: any scalar's raw text; null is the empty string.
@@ -216,7 +258,9 @@ impl Node {
         if self.is_null() {
             return Ok(0.0);
         }
-        let t = self.scalar().ok_or_else(|| self.type_error(what, "float64"))?;
+        let t = self
+            .scalar()
+            .ok_or_else(|| self.type_error(what, "float64"))?;
         parse_yaml_float(t).ok_or_else(|| self.type_error(what, "float64"))
     }
 
@@ -245,7 +289,10 @@ impl Node {
             _ if self.is_null() => return Ok(Vec::new()),
             _ => return Err(self.type_error(what, "map[string]string")),
         };
-        entries.iter().map(|(k, v)| Ok((k.clone(), v.string(what)?))).collect()
+        entries
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.string(what)?)))
+            .collect()
     }
 
     /// The fields of a struct-like mapping. Keys outside `known` are errors worded as
@@ -278,7 +325,10 @@ impl Node {
             if known.contains(&name) {
                 out.insert(name, v);
             } else {
-                errs.push(YamlError::at(k, format!("field {name} not found in type {go_type}")));
+                errs.push(YamlError::at(
+                    k,
+                    format!("field {name} not found in type {go_type}"),
+                ));
             }
         }
         (out, errs)
@@ -335,7 +385,10 @@ mod tests {
         let n = parse("a: 1\nzz: 2\nyy: 3\n").unwrap();
         let errs = n.fields("rulefmt.RuleGroup", &["a"]).unwrap_err();
         assert_eq!(errs.len(), 2);
-        assert_eq!(errs[0].to_string(), "line 2: field zz not found in type rulefmt.RuleGroup");
+        assert_eq!(
+            errs[0].to_string(),
+            "line 2: field zz not found in type rulefmt.RuleGroup"
+        );
         let e = parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.msg.contains("already defined at line 1"));

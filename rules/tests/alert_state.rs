@@ -16,7 +16,10 @@ fn group(yaml: &str, opts: &GroupOptions) -> Group {
 }
 
 fn no_restore() -> GroupOptions {
-    GroupOptions { restore_for_state: false, ..GroupOptions::default() }
+    GroupOptions {
+        restore_for_state: false,
+        ..GroupOptions::default()
+    }
 }
 
 fn up(st: &mut MemoryStorage, job: &str, t: i64, v: f64) {
@@ -35,7 +38,11 @@ fn step(g: &mut Group, st: &mut MemoryStorage, t: i64) -> GroupResult {
 
 fn states(g: &Group) -> Vec<(String, AlertState)> {
     g.alerting_rules()
-        .flat_map(|r| r.alerts().into_iter().map(|a| (a.labels.get("job").unwrap_or("").to_string(), a.state)))
+        .flat_map(|r| {
+            r.alerts()
+                .into_iter()
+                .map(|a| (a.labels.get("job").unwrap_or("").to_string(), a.state))
+        })
         .collect()
 }
 
@@ -53,7 +60,10 @@ groups:
 
 #[test]
 fn pending_firing_resolved_retained_forgotten() {
-    let opts = GroupOptions { external_labels: vec![("dc".into(), "east".into())], ..no_restore() };
+    let opts = GroupOptions {
+        external_labels: vec![("dc".into(), "east".into())],
+        ..no_restore()
+    };
     let mut g = group(DOWN, &opts);
     let mut st = MemoryStorage::new();
     for i in 0..=3 {
@@ -62,11 +72,22 @@ fn pending_firing_resolved_retained_forgotten() {
     let r0 = step(&mut g, &mut st, 0);
     assert_eq!(states(&g), vec![("a".into(), AlertState::Pending)]);
     assert_eq!(r0.transitions.len(), 1);
-    assert_eq!((r0.transitions[0].from, r0.transitions[0].to), (AlertState::Inactive, AlertState::Pending));
-    let alerts_series = r0.samples.iter().find(|s| s.labels.name() == Some("ALERTS")).expect("ALERTS written");
+    assert_eq!(
+        (r0.transitions[0].from, r0.transitions[0].to),
+        (AlertState::Inactive, AlertState::Pending)
+    );
+    let alerts_series = r0
+        .samples
+        .iter()
+        .find(|s| s.labels.name() == Some("ALERTS"))
+        .expect("ALERTS written");
     assert_eq!(alerts_series.labels.get("alertstate"), Some("pending"));
     assert_eq!(alerts_series.labels.get("team"), Some("a-team"));
-    let for_state = r0.samples.iter().find(|s| s.labels.name() == Some("ALERTS_FOR_STATE")).expect("for state");
+    let for_state = r0
+        .samples
+        .iter()
+        .find(|s| s.labels.name() == Some("ALERTS_FOR_STATE"))
+        .expect("for state");
     assert_eq!(for_state.v, 0.0);
     assert_eq!(for_state.labels.get("alertstate"), None);
 
@@ -74,19 +95,35 @@ fn pending_firing_resolved_retained_forgotten() {
     assert_eq!(states(&g), vec![("a".into(), AlertState::Pending)]);
     let r2 = step(&mut g, &mut st, 2 * MIN);
     assert_eq!(states(&g), vec![("a".into(), AlertState::Firing)]);
-    assert_eq!((r2.transitions[0].from, r2.transitions[0].to), (AlertState::Pending, AlertState::Firing));
+    assert_eq!(
+        (r2.transitions[0].from, r2.transitions[0].to),
+        (AlertState::Pending, AlertState::Firing)
+    );
     let a = g.alerting_rules().next().unwrap().alerts()[0].clone();
-    assert_eq!(a.annotations, vec![("summary".to_string(), "a down, value 0, east".to_string())]);
+    assert_eq!(
+        a.annotations,
+        vec![("summary".to_string(), "a down, value 0, east".to_string())]
+    );
     assert_eq!(a.labels.get("alertname"), Some("Down"));
     assert_eq!(a.labels.get("severity"), Some("page"));
     // The pending series goes stale when the firing one replaces it.
-    assert!(r2.samples.iter().any(|s| s.labels.get("alertstate") == Some("pending") && is_stale_nan(s.v)));
+    assert!(
+        r2.samples
+            .iter()
+            .any(|s| s.labels.get("alertstate") == Some("pending") && is_stale_nan(s.v))
+    );
 
     up(&mut st, "a", 4 * MIN, 1.0);
     let r4 = step(&mut g, &mut st, 4 * MIN);
     assert_eq!(states(&g), vec![("a".into(), AlertState::Inactive)]);
-    assert_eq!((r4.transitions[0].from, r4.transitions[0].to), (AlertState::Firing, AlertState::Inactive));
-    assert!(r4.samples.iter().all(|s| is_stale_nan(s.v)), "only stale markers once resolved");
+    assert_eq!(
+        (r4.transitions[0].from, r4.transitions[0].to),
+        (AlertState::Firing, AlertState::Inactive)
+    );
+    assert!(
+        r4.samples.iter().all(|s| is_stale_nan(s.v)),
+        "only stale markers once resolved"
+    );
     // Kept 15 minutes after resolving, then forgotten.
     step(&mut g, &mut st, 19 * MIN);
     assert_eq!(states(&g).len(), 1);
@@ -103,7 +140,10 @@ fn pending_alert_that_clears_is_dropped_and_can_restart() {
     up(&mut st, "a", MIN, 1.0);
     let r = step(&mut g, &mut st, MIN);
     assert!(states(&g).is_empty());
-    assert_eq!((r.transitions[0].from, r.transitions[0].to), (AlertState::Pending, AlertState::Inactive));
+    assert_eq!(
+        (r.transitions[0].from, r.transitions[0].to),
+        (AlertState::Pending, AlertState::Inactive)
+    );
     up(&mut st, "a", 2 * MIN, 0.0);
     step(&mut g, &mut st, 2 * MIN);
     let a = g.alerting_rules().next().unwrap().alerts()[0].clone();
@@ -112,16 +152,25 @@ fn pending_alert_that_clears_is_dropped_and_can_restart() {
 
 #[test]
 fn keep_firing_for_holds_a_resolved_condition() {
-    let yaml = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: up == 0\n    keep_firing_for: 3m\n";
+    let yaml =
+        "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: up == 0\n    keep_firing_for: 3m\n";
     let mut g = group(yaml, &no_restore());
     let mut st = MemoryStorage::new();
     up(&mut st, "a", 0, 0.0);
     step(&mut g, &mut st, 0);
-    assert_eq!(states(&g), vec![("a".into(), AlertState::Firing)], "no `for`: fires at once");
+    assert_eq!(
+        states(&g),
+        vec![("a".into(), AlertState::Firing)],
+        "no `for`: fires at once"
+    );
     for i in 1..=3 {
         up(&mut st, "a", i * MIN, 1.0);
         step(&mut g, &mut st, i * MIN);
-        assert_eq!(states(&g), vec![("a".into(), AlertState::Firing)], "minute {i}");
+        assert_eq!(
+            states(&g),
+            vec![("a".into(), AlertState::Firing)],
+            "minute {i}"
+        );
     }
     up(&mut st, "a", 4 * MIN, 1.0);
     step(&mut g, &mut st, 4 * MIN);
@@ -146,15 +195,26 @@ groups:
     up(&mut st, "a", 0, 0.0);
     let r = step(&mut g, &mut st, 0);
     let rec = &r.samples[0];
-    assert_eq!(rec.labels.to_string(), "job:up:sum{job=\"a\", source=\"vigil\", team=\"gpu\"}");
+    assert_eq!(
+        rec.labels.to_string(),
+        "job:up:sum{job=\"a\", source=\"vigil\", team=\"gpu\"}"
+    );
     assert_eq!((rec.t_ms, rec.v), (0, 0.0));
     // The alert saw the value recorded at the same instant.
     assert_eq!(states(&g), vec![("a".into(), AlertState::Firing)]);
     let a = g.alerting_rules().next().unwrap().alerts()[0].clone();
-    assert_eq!(a.labels.get("team"), Some("gpu"), "group labels reach alerts");
+    assert_eq!(
+        a.labels.get("team"),
+        Some("gpu"),
+        "group labels reach alerts"
+    );
     // Ten minutes later `up` is gone: the recorded series gets a staleness marker.
     let r = step(&mut g, &mut st, 10 * MIN);
-    assert!(r.samples.iter().any(|s| s.labels.name() == Some("job:up:sum") && is_stale_nan(s.v)));
+    assert!(
+        r.samples
+            .iter()
+            .any(|s| s.labels.name() == Some("job:up:sum") && is_stale_nan(s.v))
+    );
 }
 
 #[test]
@@ -168,13 +228,18 @@ fn limits_and_duplicate_label_sets_fail_the_rule() {
     assert_eq!(r.errors[0].error, "exceeded limit of 1 with 2 alerts");
     assert!(states(&g).is_empty());
 
-    let yaml = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: up == 0\n    labels: {job: same}\n";
+    let yaml =
+        "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: up == 0\n    labels: {job: same}\n";
     let mut g = group(yaml, &no_restore());
     let r = g.eval(&Engine::default(), &st, 0);
-    assert_eq!(r.errors[0].error, "vector contains metrics with the same labelset after applying alert labels");
+    assert_eq!(
+        r.errors[0].error,
+        "vector contains metrics with the same labelset after applying alert labels"
+    );
 }
 
-const SLOW: &str = "groups:\n- name: g\n  rules:\n  - alert: Slow\n    expr: up == 0\n    for: 30m\n";
+const SLOW: &str =
+    "groups:\n- name: g\n  rules:\n  - alert: Slow\n    expr: up == 0\n    for: 30m\n";
 
 /// Runs a first "process" from 0 to `crash`, then a restarted one from `restart`.
 fn restart_scenario(crash: i64, restart: i64) -> (Group, MemoryStorage) {
@@ -207,7 +272,11 @@ fn restore_shifts_active_at_by_the_outage() {
     let mut t = 22 * MIN;
     while t < 41 * MIN {
         step(&mut g, &mut st, t);
-        assert_eq!(states(&g), vec![("a".into(), AlertState::Pending)], "at {t}");
+        assert_eq!(
+            states(&g),
+            vec![("a".into(), AlertState::Pending)],
+            "at {t}"
+        );
         t += MIN;
     }
     step(&mut g, &mut st, 41 * MIN);
@@ -227,5 +296,9 @@ fn restore_waits_at_least_the_grace_period() {
 fn restore_ignores_state_older_than_the_outage_tolerance() {
     let (g, _) = restart_scenario(5 * MIN, 5 * MIN + 2 * 60 * MIN);
     let a = g.alerting_rules().next().unwrap().alerts()[0].clone();
-    assert_eq!(a.active_at_ms, 5 * MIN + 2 * 60 * MIN, "starts over from the restart");
+    assert_eq!(
+        a.active_at_ms,
+        5 * MIN + 2 * 60 * MIN,
+        "starts over from the restart"
+    );
 }

@@ -9,8 +9,11 @@ use std::process::Command;
 
 /// Files Debian's promtool 2.42 cannot judge (newer syntax and defaults), with the exit
 /// code current promtool gives, as ../shared/conformance/README.md states it.
-const TOO_NEW_FOR_DEBIAN: &[(&str, i32)] =
-    &[("unittest.yml", 0), ("start-time-test.yml", 0), ("no-test-group-interval.yml", 0)];
+const TOO_NEW_FOR_DEBIAN: &[(&str, i32)] = &[
+    ("unittest.yml", 0),
+    ("start-time-test.yml", 0),
+    ("no-test-group-interval.yml", 0),
+];
 
 fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/promtool")
@@ -61,11 +64,17 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn unit_test_verdicts_match_promtool() {
-    let mut files: Vec<PathBuf> = yaml_files(&conformance_dir()).into_iter().filter(|p| is_test_file(p)).collect();
+    let mut files: Vec<PathBuf> = yaml_files(&conformance_dir())
+        .into_iter()
+        .filter(|p| is_test_file(p))
+        .collect();
     let pack_tests = yaml_files(&packs_dir().join("tests"));
     assert!(!pack_tests.is_empty(), "no pack tests in rules/packs/tests");
     files.extend(pack_tests);
-    assert!(files.len() >= 11 + 2, "expected the 11 conformance test files and the pack tests, found {files:?}");
+    assert!(
+        files.len() >= 11 + 2,
+        "expected the 11 conformance test files and the pack tests, found {files:?}"
+    );
     let mut mismatches = Vec::new();
     for f in &files {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -75,41 +84,63 @@ fn unit_test_verdicts_match_promtool() {
         };
         let (got, report) = ours_test(f);
         if got != expected {
-            mismatches.push(format!("{}: promtool {expected}, ours {got}\n{report}", f.display()));
+            mismatches.push(format!(
+                "{}: promtool {expected}, ours {got}\n{report}",
+                f.display()
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "verdicts differ:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "verdicts differ:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 #[test]
 fn check_verdicts_match_promtool() {
     let dir = conformance_dir();
-    let mut files: Vec<PathBuf> = ["rules.yml", "rules-bad.yml", "rules_duplicates.yml", "rules_extrafields.yml"]
-        .iter()
-        .map(|n| dir.join(n))
-        .collect();
-    files.extend(
-        yaml_files(&dir)
-            .into_iter()
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("bad-") && !is_test_file(p))),
-    );
+    let mut files: Vec<PathBuf> = [
+        "rules.yml",
+        "rules-bad.yml",
+        "rules_duplicates.yml",
+        "rules_extrafields.yml",
+    ]
+    .iter()
+    .map(|n| dir.join(n))
+    .collect();
+    files.extend(yaml_files(&dir).into_iter().filter(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("bad-") && !is_test_file(p))
+    }));
     files.extend(yaml_files(&packs_dir()));
     let mut mismatches = Vec::new();
     for f in &files {
         let expected = promtool(&["check", "rules"], f);
         let (got, report) = ours_check(f);
         if got != expected {
-            mismatches.push(format!("{}: promtool {expected}, ours {got}\n{report}", f.display()));
+            mismatches.push(format!(
+                "{}: promtool {expected}, ours {got}\n{report}",
+                f.display()
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "verdicts differ:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "verdicts differ:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 #[test]
 fn unittest_yml_reports_skipped_histogram_checks() {
     let (code, report) = ours_test(&conformance_dir().join("unittest.yml"));
     assert_eq!(code, 0, "{report}");
-    assert!(report.contains("SKIPPED: 3 check(s) on native-histogram series"), "{report}");
+    assert!(
+        report.contains("SKIPPED: 3 check(s) on native-histogram series"),
+        "{report}"
+    );
 }
 
 /// The documented split: `recovery:` is Vigil's, Prometheus refuses the key.

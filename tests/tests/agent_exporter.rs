@@ -31,7 +31,9 @@ fn parse_exposition(text: &str) -> anyhow::Result<Vec<Line>> {
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().with_context(|| format!("line {}: value {v}", i + 1))?,
+            v => v
+                .parse()
+                .with_context(|| format!("line {}: value {v}", i + 1))?,
         };
         let (name, labels) = match series.split_once('{') {
             None => (series.to_owned(), BTreeMap::new()),
@@ -83,13 +85,20 @@ impl Agent {
     fn start(dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let addr = free_port()?;
         let mut cmd = Command::new(binary("vigil-agent")?);
-        cmd.args(["--listen", &addr.to_string(), "--interval", "1", "--node-name", "gpu-node-17"])
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "--listen",
+            &addr.to_string(),
+            "--interval",
+            "1",
+            "--node-name",
+            "gpu-node-17",
+        ])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
         let child = ChildGuard(cmd.spawn().context("starting vigil-agent")?);
         wait_for_port(addr, Duration::from_secs(20))?;
         Ok(Self {
@@ -149,16 +158,21 @@ fn value(lines: &[Line], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 fn is_inherited_name_lint(problem: &str) -> bool {
     let problem = problem.trim();
     let name = problem.split_whitespace().next().unwrap_or_default();
-    let camel_name = problem.ends_with("metric names should be written in 'snake_case' not 'camelCase'");
-    let camel_label = problem.ends_with("label names should be written in 'snake_case' not 'camelCase'");
+    let camel_name =
+        problem.ends_with("metric names should be written in 'snake_case' not 'camelCase'");
+    let camel_label =
+        problem.ends_with("label names should be written in 'snake_case' not 'camelCase'");
     (camel_name
         && ["node_memory_", "node_netstat_", "node_sockstat_"]
             .iter()
             .any(|p| name.starts_with(p)))
         || (camel_label && name.starts_with("DCGM_FI_DEV_"))
-        || problem == "DCGM_FI_DEV_PCIE_REPLAY_COUNTER metric name should not include type 'counter'"
+        || problem
+            == "DCGM_FI_DEV_PCIE_REPLAY_COUNTER metric name should not include type 'counter'"
         || (["vigil_gpu_count", "vigil_gpu_expected_count"].contains(&name)
-            && problem.ends_with("non-histogram and non-summary metrics should not have \"_count\" suffix"))
+            && problem.ends_with(
+                "non-histogram and non-summary metrics should not have \"_count\" suffix",
+            ))
 }
 
 #[test]
@@ -169,7 +183,14 @@ fn agent_with_eight_simulated_gpus_serves_both_families_and_passes_promtool() ->
     std::fs::write(&faults, "")?;
     let agent = Agent::start(
         &dir,
-        &["--simulate-gpus", "8", "--expected-gpus", "8", "--simulate-faults", faults.to_str().context("path")?],
+        &[
+            "--simulate-gpus",
+            "8",
+            "--expected-gpus",
+            "8",
+            "--simulate-faults",
+            faults.to_str().context("path")?,
+        ],
     )?;
     let lines = agent.scrape()?;
 
@@ -189,7 +210,10 @@ fn agent_with_eight_simulated_gpus_serves_both_families_and_passes_promtool() ->
         let found = find(&lines, name, &[]);
         ensure!(!found.is_empty(), "{name} is missing");
         if let Some(label) = label {
-            ensure!(found.iter().all(|l| l.labels.contains_key(label)), "{name} lacks {label}");
+            ensure!(
+                found.iter().all(|l| l.labels.contains_key(label)),
+                "{name} lacks {label}"
+            );
         }
     }
     ensure!(
@@ -209,8 +233,18 @@ fn agent_with_eight_simulated_gpus_serves_both_families_and_passes_promtool() ->
     uuids.dedup();
     ensure!(uuids.len() == 8, "UUIDs are not distinct");
     for l in &util {
-        for label in ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"] {
-            ensure!(l.labels.contains_key(label), "DCGM_FI_DEV_GPU_UTIL lacks {label}");
+        for label in [
+            "gpu",
+            "UUID",
+            "pci_bus_id",
+            "device",
+            "modelName",
+            "Hostname",
+        ] {
+            ensure!(
+                l.labels.contains_key(label),
+                "DCGM_FI_DEV_GPU_UTIL lacks {label}"
+            );
         }
         ensure!(l.labels["Hostname"] == "gpu-node-17");
         ensure!(l.labels["modelName"].contains("H100"));
@@ -225,12 +259,19 @@ fn agent_with_eight_simulated_gpus_serves_both_families_and_passes_promtool() ->
         "DCGM_FI_DEV_XID_ERRORS",
         "vigil_gpu_up",
     ] {
-        ensure!(find(&lines, name, &[]).len() == 8, "{name}: not one per GPU");
+        ensure!(
+            find(&lines, name, &[]).len() == 8,
+            "{name}: not one per GPU"
+        );
     }
     ensure!(value(&lines, "vigil_gpu_count", &[]) == Some(8.0));
     ensure!(value(&lines, "vigil_gpu_expected_count", &[]) == Some(8.0));
     ensure!(
-        value(&lines, "vigil_gpu_xid_errors_total", &[("gpu", "5"), ("xid", "79")]) == Some(0.0),
+        value(
+            &lines,
+            "vigil_gpu_xid_errors_total",
+            &[("gpu", "5"), ("xid", "79")]
+        ) == Some(0.0),
         "Xid 79 is not pre-initialised to 0"
     );
 
@@ -260,10 +301,16 @@ fn agent_with_eight_simulated_gpus_serves_both_families_and_passes_promtool() ->
     let om = http_get(
         agent.addr,
         "/metrics",
-        &[("Accept", "application/openmetrics-text;version=1.0.0"), ("Accept-Encoding", "gzip")],
+        &[
+            ("Accept", "application/openmetrics-text;version=1.0.0"),
+            ("Accept-Encoding", "gzip"),
+        ],
     )?;
     ensure!(om.header("content-encoding") == Some("gzip"));
-    ensure!(om.header("content-type").is_some_and(|c| c.starts_with("application/openmetrics-text")));
+    ensure!(
+        om.header("content-type")
+            .is_some_and(|c| c.starts_with("application/openmetrics-text"))
+    );
     let om = om.text()?;
     ensure!(om.ends_with("# EOF\n"));
     ensure!(om.contains("# TYPE vigil_gpu_xid_errors counter"));
@@ -278,26 +325,46 @@ fn injected_faults_reach_the_metrics() -> anyhow::Result<()> {
     std::fs::write(&faults, "")?;
     let agent = Agent::start(
         &dir,
-        &["--simulate-gpus", "8", "--simulate-faults", faults.to_str().context("path")?],
+        &[
+            "--simulate-gpus",
+            "8",
+            "--simulate-faults",
+            faults.to_str().context("path")?,
+        ],
     )?;
     let before = agent.scrape()?;
-    let xid = |lines: &[Line]| value(lines, "vigil_gpu_xid_errors_total", &[("gpu", "0"), ("xid", "79")]);
+    let xid = |lines: &[Line]| {
+        value(
+            lines,
+            "vigil_gpu_xid_errors_total",
+            &[("gpu", "0"), ("xid", "79")],
+        )
+    };
     let start = xid(&before).context("xid 79 counter for GPU 0")?;
 
-    std::fs::write(&faults, "[[xid]]\ngpu = 0\ncode = 79\n\n[[gpu]]\nindex = 3\nlost = true\n")?;
+    std::fs::write(
+        &faults,
+        "[[xid]]\ngpu = 0\ncode = 79\n\n[[gpu]]\nindex = 3\nlost = true\n",
+    )?;
     let after = agent.wait_until(Duration::from_secs(15), "Xid 79 and GPU 3 lost", |l| {
         xid(l) == Some(start + 1.0) && value(l, "vigil_gpu_up", &[("gpu", "3")]) == Some(0.0)
     })?;
     ensure!(value(&after, "DCGM_FI_DEV_XID_ERRORS", &[("gpu", "0")]) == Some(79.0));
     for gpu in ["0", "1", "2", "4", "5", "6", "7"] {
-        ensure!(value(&after, "vigil_gpu_up", &[("gpu", gpu)]) == Some(1.0), "GPU {gpu} not up");
+        ensure!(
+            value(&after, "vigil_gpu_up", &[("gpu", gpu)]) == Some(1.0),
+            "GPU {gpu} not up"
+        );
         ensure!(value(&after, "DCGM_FI_DEV_GPU_TEMP", &[("gpu", gpu)]).is_some());
     }
     ensure!(value(&after, "DCGM_FI_DEV_GPU_TEMP", &[("gpu", "3")]).is_none());
 
     // The same event is not counted twice on later cycles.
     std::thread::sleep(Duration::from_millis(2500));
-    ensure!(xid(&agent.scrape()?) == Some(start + 1.0), "Xid 79 counted more than once");
+    ensure!(
+        xid(&agent.scrape()?) == Some(start + 1.0),
+        "Xid 79 counted more than once"
+    );
     Ok(())
 }
 
@@ -321,23 +388,51 @@ fn a_hung_source_does_not_delay_the_others() -> anyhow::Result<()> {
     let status = Command::new("mkfifo").arg(&fifo).status()?;
     ensure!(status.success(), "mkfifo failed");
 
-    let agent = Agent::start(&dir, &["--no-gpu", "--procfs", procfs.to_str().context("path")?])?;
+    let agent = Agent::start(
+        &dir,
+        &["--no-gpu", "--procfs", procfs.to_str().context("path")?],
+    )?;
     let started = Instant::now();
     let mut cycles = Vec::new();
     for _ in 0..4 {
         let scrape_start = Instant::now();
         let lines = agent.scrape()?;
-        ensure!(scrape_start.elapsed() < Duration::from_secs(2), "scrape was slow");
+        ensure!(
+            scrape_start.elapsed() < Duration::from_secs(2),
+            "scrape was slow"
+        );
         cycles.push(value(&lines, "vigil_agent_collections_total", &[]).context("cycle count")?);
-        ensure!(value(&lines, "node_scrape_collector_success", &[("collector", "loadavg")]) == Some(0.0));
-        ensure!(value(&lines, "node_scrape_collector_success", &[("collector", "cpu")]) == Some(1.0));
-        ensure!(value(&lines, "node_scrape_collector_success", &[("collector", "meminfo")]) == Some(1.0));
+        ensure!(
+            value(
+                &lines,
+                "node_scrape_collector_success",
+                &[("collector", "loadavg")]
+            ) == Some(0.0)
+        );
+        ensure!(
+            value(
+                &lines,
+                "node_scrape_collector_success",
+                &[("collector", "cpu")]
+            ) == Some(1.0)
+        );
+        ensure!(
+            value(
+                &lines,
+                "node_scrape_collector_success",
+                &[("collector", "meminfo")]
+            ) == Some(1.0)
+        );
         ensure!(find(&lines, "node_load1", &[]).is_empty());
         ensure!(!find(&lines, "node_cpu_seconds_total", &[]).is_empty());
         std::thread::sleep(Duration::from_millis(1200));
     }
     // Collection went on every second despite the stuck source.
-    ensure!(cycles[3] >= cycles[0] + 2.0, "collection stalled: {cycles:?} in {:?}", started.elapsed());
+    ensure!(
+        cycles[3] >= cycles[0] + 2.0,
+        "collection stalled: {cycles:?} in {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 

@@ -33,7 +33,10 @@ fn vigil_up_runs_the_agent_and_says_where_metrics_is() -> anyhow::Result<()> {
     wait_for_port(addr, Duration::from_secs(20))?;
     let text = http_get(addr, "/metrics", &[])?.text()?;
     ensure!(text.contains("node_cpu_seconds_total{"));
-    ensure!(text.matches("DCGM_FI_DEV_GPU_UTIL{").count() == 8, "demo has no 8 GPUs");
+    ensure!(
+        text.matches("DCGM_FI_DEV_GPU_UTIL{").count() == 8,
+        "demo has no 8 GPUs"
+    );
     drop(child);
     drop(stdout);
     let _ = std::fs::remove_dir_all(&dir);
@@ -54,7 +57,10 @@ fn agent_names_an_unknown_config_key_and_its_line() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(stderr.contains("expected_gpus"), "{stderr}");
     ensure!(stderr.contains("line 4"), "{stderr}");
-    ensure!(stderr.contains(config.to_str().context("path")?), "{stderr}");
+    ensure!(
+        stderr.contains(config.to_str().context("path")?),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -66,9 +72,18 @@ fn agent_prints_its_whole_commented_default_config() -> anyhow::Result<()> {
         .output()?;
     ensure!(output.status.success());
     let text = String::from_utf8(output.stdout)?;
-    for key in ["listen", "interval_secs", "[paths]", "[gpu]", "simulate_faults"] {
+    for key in [
+        "listen",
+        "interval_secs",
+        "[paths]",
+        "[gpu]",
+        "simulate_faults",
+    ] {
         ensure!(text.contains(key), "default config lacks {key}");
     }
-    ensure!(text.lines().filter(|l| l.starts_with('#')).count() > 10, "not commented");
+    ensure!(
+        text.lines().filter(|l| l.starts_with('#')).count() > 10,
+        "not commented"
+    );
     Ok(())
 }

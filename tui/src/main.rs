@@ -15,7 +15,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, about = "Vigil: observability and operations for GPU clusters")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vigil: observability and operations for GPU clusters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,10 +84,16 @@ fn main() -> ExitCode {
         Command::PromqlTest { files } => promql_test(&files),
         Command::Rules {
             command: RulesCommand::Check { files },
-        } => Ok(exit_code(vigil_rules::check_files(&files, &mut std::io::stdout()))),
+        } => Ok(exit_code(vigil_rules::check_files(
+            &files,
+            &mut std::io::stdout(),
+        ))),
         Command::Rules {
             command: RulesCommand::Test { files },
-        } => Ok(exit_code(vigil_rules::test_files(&files, &mut std::io::stdout()))),
+        } => Ok(exit_code(vigil_rules::test_files(
+            &files,
+            &mut std::io::stdout(),
+        ))),
     };
     match result {
         Ok(code) => code,
@@ -143,7 +153,10 @@ fn up(demo: bool, listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<ExitC
         // Where everything listens goes to stdout; a closed stdout (`vigil up | head -1`)
         // must not stop the agent, so write errors are ignored.
         let mut stdout = std::io::stdout();
-        let _ = writeln!(stdout, "vigil up: agent for this node serving http://{address}/metrics");
+        let _ = writeln!(
+            stdout,
+            "vigil up: agent for this node serving http://{address}/metrics"
+        );
         if demo {
             let _ = writeln!(
                 stdout,

@@ -61,54 +61,81 @@ impl BitWriter {
     }
 }
 
-/// Reads bits back from a byte slice written by [`BitWriter`].
+/// Reads bits back from a byte slice written by [`BitWriter`]. Keeps up to 64 upcoming
+/// bits in a register, refilled a word at a time: decoding is the hot loop of every
+/// query, and most reads are one to a dozen bits.
 #[derive(Debug, Clone)]
 pub(crate) struct BitReader<'a> {
     bytes: &'a [u8],
-    /// Position in bits from the start of `bytes`.
-    pos: usize,
+    /// Next byte of `bytes` not yet counted in `avail`.
+    next: usize,
+    /// Upcoming bits, most significant first. Bits below the `avail` valid ones are
+    /// already the stream's next bits (a refill may load more than it counts), so
+    /// OR-ing them in again is harmless.
+    buf: u64,
+    avail: u32,
 }
 
 impl<'a> BitReader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+        Self { bytes, next: 0, buf: 0, avail: 0 }
+    }
+
+    /// Tops the register up to at least 57 valid bits, or to the end of the stream.
+    fn refill(&mut self) {
+        let whole = ((64 - self.avail) / 8) as usize;
+        if let Some(word) = self.bytes.get(self.next..self.next + 8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(word);
+            self.buf |= u64::from_be_bytes(b) >> self.avail;
+            self.next += whole;
+            self.avail += whole as u32 * 8;
+            return;
+        }
+        while self.avail <= 56 && self.next < self.bytes.len() {
+            self.buf |= u64::from(self.bytes[self.next]) << (56 - self.avail);
+            self.next += 1;
+            self.avail += 8;
+        }
     }
 
     pub(crate) fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1;
-        self.pos += 1;
-        Some(bit == 1)
+        if self.avail == 0 {
+            self.refill();
+            if self.avail == 0 {
+                return None;
+            }
+        }
+        let bit = self.buf >> 63 == 1;
+        self.buf <<= 1;
+        self.avail -= 1;
+        Some(bit)
     }
 
     /// Reads `n` bits (0..=64) as the low bits of a `u64`; `None` past the end, which
-    /// only a corrupt chunk can cause. Loads a 16-byte big-endian window once instead
-    /// of looping per byte: decoding is the hot loop of every query.
+    /// only a corrupt chunk can cause.
     pub(crate) fn read_bits(&mut self, n: u8) -> Option<u64> {
         debug_assert!(n <= 64);
+        let n = u32::from(n);
+        if n > 56 {
+            // A refill guarantees only 57 bits; take wide fields in two halves.
+            let hi = self.read_bits(32)?;
+            let lo = self.read_bits((n - 32) as u8)?;
+            return Some((hi << (n - 32)) | lo);
+        }
         if n == 0 {
             return Some(0);
         }
-        if self.pos + usize::from(n) > self.bytes.len() * 8 {
-            return None;
+        if n > self.avail {
+            self.refill();
+            if n > self.avail {
+                return None;
+            }
         }
-        let idx = self.pos / 8;
-        let offset = (self.pos % 8) as u32;
-        let window = match self.bytes.get(idx..idx + 16) {
-            Some(w) => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(w);
-                u128::from_be_bytes(b)
-            }
-            None => {
-                let mut b = [0u8; 16];
-                let tail = &self.bytes[idx..];
-                b[..tail.len()].copy_from_slice(tail);
-                u128::from_be_bytes(b)
-            }
-        };
-        self.pos += usize::from(n);
-        Some(((window << offset) >> (128 - u32::from(n))) as u64)
+        let v = self.buf >> (64 - n);
+        self.buf <<= n;
+        self.avail -= n;
+        Some(v)
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Labels(Arc<Inner>);
 
 struct Inner {
     hash: u64,
+    /// Position of `__name__` in `pairs`, so name lookups touch no strings.
+    name_idx: Option<usize>,
     pairs: Box<[Pair]>,
 }
 
@@ -75,7 +77,8 @@ impl Labels {
 
     /// Wraps pairs that are already sorted by name and unique.
     fn from_sorted(pairs: Vec<Pair>) -> Self {
-        Labels(Arc::new(Inner { hash: fnv(&pairs), pairs: pairs.into_boxed_slice() }))
+        let name_idx = pairs.iter().position(|(n, _)| n.as_ref() == METRIC_NAME);
+        Labels(Arc::new(Inner { hash: fnv(&pairs), name_idx, pairs: pairs.into_boxed_slice() }))
     }
 
     /// A stable 64-bit hash of the set (names and values).
@@ -99,7 +102,21 @@ impl Labels {
 
     /// The metric name, if any.
     pub fn name(&self) -> Option<&str> {
-        self.get(METRIC_NAME)
+        self.0.name_idx.map(|i| self.0.pairs[i].1.as_ref())
+    }
+
+    /// The same set with every name and value replaced by the interned copy, so
+    /// that a store holding many series shares one allocation per distinct string.
+    pub(crate) fn interned(&self, pool: &mut std::collections::HashSet<Arc<str>>) -> Labels {
+        let mut intern = |s: &Arc<str>| match pool.get(s) {
+            Some(x) => Arc::clone(x),
+            None => {
+                pool.insert(Arc::clone(s));
+                Arc::clone(s)
+            }
+        };
+        let pairs = self.0.pairs.iter().map(|(n, v)| (intern(n), intern(v))).collect();
+        Labels::from_sorted(pairs)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
@@ -123,10 +140,9 @@ impl Labels {
 
     /// The same set without `__name__`.
     pub fn without_name(&self) -> Labels {
-        if self.get(METRIC_NAME).is_none() {
-            return self.clone();
-        }
-        Labels::from_sorted(self.0.pairs.iter().filter(|(n, _)| n.as_ref() != METRIC_NAME).cloned().collect())
+        let Some(idx) = self.0.name_idx else { return self.clone() };
+        let pairs = self.0.pairs.iter().enumerate().filter(|(i, _)| *i != idx).map(|(_, p)| p.clone()).collect();
+        Labels::from_sorted(pairs)
     }
 
     /// Only the named labels (`keep = true`) or all but them (`keep = false`).

@@ -6,7 +6,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset};
 use super::aggregate::{format_go_float, kahan_inc, kahan_sum, mean, quantile};
 use super::engine::{Ctx, RangeSeries, Sample, Val, duration_ms};
 use super::functions::unwrap_parens;
-use super::{EvalError, label_functions};
+use super::{EvalError, Labels, label_functions};
 
 /// End (inclusive) and length of the window a range argument covers at time `t`.
 fn window(ctx: &Ctx<'_>, e: &Expr, t: i64) -> (i64, i64) {
@@ -211,14 +211,17 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
     let (end, range) = window(ctx, &args[m_idx], t);
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     let mut out = Vec::with_capacity(matrix.len());
+    let mut reported: Option<Labels> = None;
     for RangeSeries { labels, samples: s, drop_name } in matrix {
         if matches!(name, "rate" | "increase" | "irate") && s.len() >= 2
             && let Some(n) = labels.name()
             && !is_counter_name(n)
+            && reported.as_ref().and_then(|r| r.name()) != Some(n)
         {
             ctx.info(format!(
                 "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"
             ));
+            reported = Some(labels.clone());
         }
         let v = match name {
             "rate" => extrapolated_rate(&s, end, range, true, true),

@@ -2,7 +2,8 @@
 //! and benchmarks. Equality (and non-empty regex) matchers are answered from postings
 //! so a selector touching 8 of 8,000 series does not scan the other 7,992.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::{Labels, MatchOp, Matcher, Matchers, Series, Storage, StorageError};
 
@@ -13,6 +14,8 @@ pub struct MemoryStorage {
     ids: HashMap<Labels, usize>,
     /// label name → label value → ascending series ids.
     postings: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// One shared copy of every label name and value.
+    strings: HashSet<Arc<str>>,
 }
 
 impl MemoryStorage {
@@ -26,6 +29,7 @@ impl MemoryStorage {
             Some(&id) => id,
             None => {
                 let id = self.series.len();
+                let labels = labels.interned(&mut self.strings);
                 for (n, val) in labels.iter() {
                     self.postings
                         .entry(n.to_string())
@@ -82,24 +86,34 @@ impl MemoryStorage {
     }
 
     fn select_group(&self, group: &[Matcher], out: &mut Vec<usize>) {
+        let is_eq = |m: &&Matcher| matches!(m.op, MatchOp::Equal) && !m.value.is_empty();
+        // Equality matchers are answered by intersecting posting lists, which are
+        // sorted and contiguous; only the other matchers look at each series' labels.
+        let mut lists: Vec<&[usize]> = group
+            .iter()
+            .filter(is_eq)
+            .map(|m| {
+                self.postings
+                    .get(&m.name)
+                    .and_then(|vs| vs.get(&m.value))
+                    .map_or(&[][..], |v| v.as_slice())
+            })
+            .collect();
+        let rest: Vec<&Matcher> = group.iter().filter(|m| !is_eq(m)).collect();
         let matches = |id: usize| {
             let l = &self.series[id].labels;
-            group.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
+            rest.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
         };
-        // The shortest posting list of any equality matcher bounds the scan.
-        let mut shortest: Option<&[usize]> = None;
-        for m in group.iter().filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty()) {
-            let ids = self
-                .postings
-                .get(&m.name)
-                .and_then(|vs| vs.get(&m.value))
-                .map_or(&[][..], |v| v.as_slice());
-            if shortest.is_none_or(|s| ids.len() < s.len()) {
-                shortest = Some(ids);
-            }
-        }
-        if let Some(ids) = shortest {
-            out.extend(ids.iter().copied().filter(|&id| matches(id)));
+        if !lists.is_empty() {
+            lists.sort_by_key(|l| l.len());
+            let (first, others) = lists.split_first().map_or((&[][..], &[][..]), |(f, o)| (*f, o));
+            out.extend(
+                first
+                    .iter()
+                    .copied()
+                    .filter(|id| others.iter().all(|l| l.binary_search(id).is_ok()))
+                    .filter(|&id| matches(id)),
+            );
             return;
         }
         let best = group
@@ -110,6 +124,27 @@ impl MemoryStorage {
             Some(ids) => out.extend(ids.into_iter().filter(|&id| matches(id))),
             None => out.extend((0..self.series.len()).filter(|&id| matches(id))),
         }
+    }
+}
+
+/// Index of the first sample with timestamp `>= t` (or `> t` when `after`), searching
+/// backwards from the newest sample: queries mostly read the tail of a series.
+fn tail_partition(samples: &[(i64, f64)], t: i64, after: bool) -> usize {
+    let before = |ts: i64| if after { ts <= t } else { ts < t };
+    let n = samples.len();
+    if n == 0 || before(samples[n - 1].0) {
+        return n;
+    }
+    // Gallop back until a sample is before `t`, then binary search that stretch.
+    let mut step = 1;
+    let mut hi = n - 1;
+    loop {
+        let lo = hi.saturating_sub(step);
+        if lo == 0 || before(samples[lo].0) {
+            return lo + samples[lo..hi].partition_point(|&(ts, _)| before(ts));
+        }
+        hi = lo;
+        step *= 2;
     }
 }
 
@@ -147,8 +182,8 @@ impl Storage for MemoryStorage {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let s = &self.series[id];
-            let lo = s.samples.partition_point(|&(t, _)| t < start_ms);
-            let hi = s.samples.partition_point(|&(t, _)| t <= end_ms);
+            let hi = tail_partition(&s.samples, end_ms, true);
+            let lo = tail_partition(&s.samples[..hi], start_ms, false);
             if lo < hi {
                 out.push(Series { labels: s.labels.clone(), samples: s.samples[lo..hi].to_vec() });
             }
@@ -185,6 +220,18 @@ mod tests {
         assert_eq!(got[1].labels.get("job"), Some("c"));
         let none = s.select(&m, 3000, 4000).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn tail_partition_matches_partition_point() {
+        let samples: Vec<(i64, f64)> = (0..37).map(|i| (i * 10, 0.0)).collect();
+        for t in -5..400 {
+            for after in [false, true] {
+                let want = samples.partition_point(|&(ts, _)| if after { ts <= t } else { ts < t });
+                assert_eq!(tail_partition(&samples, t, after), want, "t={t} after={after}");
+            }
+        }
+        assert_eq!(tail_partition(&[], 5, true), 0);
     }
 
     #[test]

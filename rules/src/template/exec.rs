@@ -94,7 +94,10 @@ pub(crate) struct Exec<'a> {
 
 impl Exec<'_> {
     fn err(&self, line: usize, msg: impl std::fmt::Display) -> TemplateError {
-        TemplateError(format!("template: {}:{line}: executing {:?}: {msg}", self.name, self.name))
+        TemplateError(format!(
+            "template: {}:{line}: executing {:?}: {msg}",
+            self.name, self.name
+        ))
     }
 
     pub fn run(&mut self, items: &[Item], dot: &Val) -> Result<(), TemplateError> {
@@ -123,11 +126,23 @@ impl Exec<'_> {
                     let mark = self.vars.len();
                     let v = self.eval_cmds(pipe, dot)?;
                     let elems: Vec<(Val, Val)> = match &v {
-                        Val::Map(m) => m.iter().map(|(k, v)| (Val::Str(k.clone()), Val::Str(v.clone()))).collect(),
-                        Val::Samples(s) => s.iter().enumerate().map(|(i, x)| (Val::Int(i as i64), Val::Sample(Rc::new(x.clone())))).collect(),
+                        Val::Map(m) => m
+                            .iter()
+                            .map(|(k, v)| (Val::Str(k.clone()), Val::Str(v.clone())))
+                            .collect(),
+                        Val::Samples(s) => s
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| (Val::Int(i as i64), Val::Sample(Rc::new(x.clone()))))
+                            .collect(),
                         Val::Int(n) => (0..*n).map(|i| (Val::Int(i), Val::Int(i))).collect(),
                         Val::Nil => Vec::new(),
-                        other => return Err(self.err(pipe.line, format!("range can't iterate over {}", other.to_go_string()))),
+                        other => {
+                            return Err(self.err(
+                                pipe.line,
+                                format!("range can't iterate over {}", other.to_go_string()),
+                            ));
+                        }
                     };
                     if elems.is_empty() {
                         self.run(els, dot)?;
@@ -174,8 +189,16 @@ impl Exec<'_> {
         Ok(prev.unwrap_or(Val::Nil))
     }
 
-    fn command(&mut self, cmd: &[Arg], dot: &Val, prev: Option<Val>, line: usize) -> Result<Val, TemplateError> {
-        let Some(first) = cmd.first() else { return Ok(Val::Nil) };
+    fn command(
+        &mut self,
+        cmd: &[Arg],
+        dot: &Val,
+        prev: Option<Val>,
+        line: usize,
+    ) -> Result<Val, TemplateError> {
+        let Some(first) = cmd.first() else {
+            return Ok(Val::Nil);
+        };
         if let Arg::Func(f) = first {
             let mut args = Vec::with_capacity(cmd.len());
             // `and`/`or` short-circuit in Go; evaluating eagerly only matters for errors.
@@ -185,10 +208,14 @@ impl Exec<'_> {
             if let Some(p) = prev {
                 args.push(p);
             }
-            return super::funcs::call(f, args, self.env).map_err(|e| self.err(line, format!("error calling {f}: {e}")));
+            return super::funcs::call(f, args, self.env)
+                .map_err(|e| self.err(line, format!("error calling {f}: {e}")));
         }
         if cmd.len() > 1 || prev.is_some() {
-            return Err(self.err(line, format!("can't give argument to non-function {}", arg_text(first))));
+            return Err(self.err(
+                line,
+                format!("can't give argument to non-function {}", arg_text(first)),
+            ));
         }
         self.arg(first, dot, line)
     }
@@ -207,7 +234,8 @@ impl Exec<'_> {
                     .ok_or_else(|| self.err(line, format!("undefined variable: {v}")))?;
                 self.fields(base, fs, line)
             }
-            Arg::Func(f) => super::funcs::call(f, Vec::new(), self.env).map_err(|e| self.err(line, format!("error calling {f}: {e}"))),
+            Arg::Func(f) => super::funcs::call(f, Vec::new(), self.env)
+                .map_err(|e| self.err(line, format!("error calling {f}: {e}"))),
             Arg::Str(s) => Ok(Val::Str(s.clone())),
             Arg::Int(i) => Ok(Val::Int(*i)),
             Arg::Float(f) => Ok(Val::Float(*f)),
@@ -228,14 +256,31 @@ impl Exec<'_> {
                     .iter()
                     .find(|(n, _)| n == f)
                     .map(|(_, x)| x.clone())
-                    .ok_or_else(|| self.err(line, format!("can't evaluate field {f} in type {}", v.type_name())))?,
+                    .ok_or_else(|| {
+                        self.err(
+                            line,
+                            format!("can't evaluate field {f} in type {}", v.type_name()),
+                        )
+                    })?,
                 Val::Sample(s) => match f.as_str() {
                     "Labels" => Val::Map(Rc::new(s.labels.clone())),
                     "Value" => Val::Float(s.value),
-                    _ => return Err(self.err(line, format!("can't evaluate field {f} in type *template.sample"))),
+                    _ => {
+                        return Err(self.err(
+                            line,
+                            format!("can't evaluate field {f} in type *template.sample"),
+                        ));
+                    }
                 },
-                Val::Nil => return Err(self.err(line, format!("nil pointer evaluating interface {{}}.{f}"))),
-                other => return Err(self.err(line, format!("can't evaluate field {f} in type {}", other.type_name()))),
+                Val::Nil => {
+                    return Err(self.err(line, format!("nil pointer evaluating interface {{}}.{f}")));
+                }
+                other => {
+                    return Err(self.err(
+                        line,
+                        format!("can't evaluate field {f} in type {}", other.type_name()),
+                    ));
+                }
             };
         }
         Ok(v)

@@ -11,13 +11,51 @@ use super::gofmt::{format_float, sprintf};
 /// Every function name the parser accepts.
 pub const NAMES: &[&str] = &[
     // Go builtins.
-    "and", "or", "not", "len", "index", "print", "printf", "println", "eq", "ne", "lt", "le", "gt",
-    "ge", "html", "js", "urlquery",
+    "and",
+    "or",
+    "not",
+    "len",
+    "index",
+    "print",
+    "printf",
+    "println",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "html",
+    "js",
+    "urlquery",
     // Prometheus.
-    "query", "first", "label", "value", "strvalue", "sortByLabel", "reReplaceAll", "match",
-    "safeHtml", "title", "toUpper", "toLower", "humanize", "humanize1024", "humanizeDuration",
-    "humanizePercentage", "humanizeTimestamp", "toTime", "toDuration", "parseDuration",
-    "pathPrefix", "externalURL", "graphLink", "tableLink", "stripPort", "stripDomain", "now",
+    "query",
+    "first",
+    "label",
+    "value",
+    "strvalue",
+    "sortByLabel",
+    "reReplaceAll",
+    "match",
+    "safeHtml",
+    "title",
+    "toUpper",
+    "toLower",
+    "humanize",
+    "humanize1024",
+    "humanizeDuration",
+    "humanizePercentage",
+    "humanizeTimestamp",
+    "toTime",
+    "toDuration",
+    "parseDuration",
+    "pathPrefix",
+    "externalURL",
+    "graphLink",
+    "tableLink",
+    "stripPort",
+    "stripDomain",
+    "now",
 ];
 
 pub fn exists(name: &str) -> bool {
@@ -34,7 +72,10 @@ fn want(args: &[Val], n: usize) -> Result<(), String> {
 fn string_arg(v: &Val) -> Result<String, String> {
     match v {
         Val::Str(s) => Ok(s.clone()),
-        other => Err(format!("wrong type for value; expected string; got {}", other.type_name())),
+        other => Err(format!(
+            "wrong type for value; expected string; got {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -43,14 +84,23 @@ pub fn to_float(v: &Val) -> Result<f64, String> {
     match v {
         Val::Float(f) => Ok(*f),
         Val::Int(i) => Ok(*i as f64),
-        Val::Str(s) => go_parse_float(s).ok_or_else(|| format!("strconv.ParseFloat: parsing {}: invalid syntax", super::gofmt::quote(s))),
+        Val::Str(s) => go_parse_float(s).ok_or_else(|| {
+            format!(
+                "strconv.ParseFloat: parsing {}: invalid syntax",
+                super::gofmt::quote(s)
+            )
+        }),
         other => Err(format!("can't convert {} to float", other.type_name())),
     }
 }
 
 fn go_parse_float(s: &str) -> Option<f64> {
     match s.to_ascii_lowercase().trim_start_matches(['+', '-']) {
-        "inf" | "infinity" => Some(if s.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY }),
+        "inf" | "infinity" => Some(if s.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        }),
         "nan" => Some(f64::NAN),
         _ => s.parse::<f64>().ok().filter(|_| !s.is_empty()),
     }
@@ -153,7 +203,12 @@ pub fn go_time_string(ms: i64) -> String {
     let frac = ms.rem_euclid(1000);
     let (y, mo, d) = civil(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    let mut s = format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, (sod / 60) % 60, sod % 60);
+    let mut s = format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    );
     if frac != 0 {
         let f = format!("{frac:03}");
         s.push('.');
@@ -166,7 +221,10 @@ pub fn go_time_string(ms: i64) -> String {
 fn float_to_ms(v: f64) -> Result<i64, String> {
     let ns = v * 1e9;
     if ns > i64::MAX as f64 || ns < i64::MIN as f64 {
-        return Err(format!("{} cannot be represented as a nanoseconds timestamp since it overflows int64", format_float(v, 'g', -1)));
+        return Err(format!(
+            "{} cannot be represented as a nanoseconds timestamp since it overflows int64",
+            format_float(v, 'g', -1)
+        ));
     }
     Ok((ns as i64).div_euclid(1_000_000))
 }
@@ -212,7 +270,9 @@ fn query_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -249,7 +309,10 @@ fn title(s: &str) -> String {
 fn sample(v: &Val) -> Result<Rc<super::QuerySample>, String> {
     match v {
         Val::Sample(s) => Ok(s.clone()),
-        other => Err(format!("wrong type for value; expected *template.sample; got {}", other.type_name())),
+        other => Err(format!(
+            "wrong type for value; expected *template.sample; got {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -257,9 +320,22 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
     let a = &args;
     let s = |v: String| Ok(Val::Str(v));
     match name {
-        "and" => Ok(a.iter().find(|v| !v.truth()).or(a.last()).cloned().unwrap_or(Val::Nil)),
-        "or" => Ok(a.iter().find(|v| v.truth()).or(a.last()).cloned().unwrap_or(Val::Nil)),
-        "not" => { want(a, 1)?; Ok(Val::Bool(!a[0].truth())) }
+        "and" => Ok(a
+            .iter()
+            .find(|v| !v.truth())
+            .or(a.last())
+            .cloned()
+            .unwrap_or(Val::Nil)),
+        "or" => Ok(a
+            .iter()
+            .find(|v| v.truth())
+            .or(a.last())
+            .cloned()
+            .unwrap_or(Val::Nil)),
+        "not" => {
+            want(a, 1)?;
+            Ok(Val::Bool(!a[0].truth()))
+        }
         "len" => {
             want(a, 1)?;
             match &a[0] {
@@ -291,7 +367,13 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
             }
             s(out)
         }
-        "println" => s(format!("{}\n", a.iter().map(Val::to_go_string).collect::<Vec<_>>().join(" "))),
+        "println" => s(format!(
+            "{}\n",
+            a.iter()
+                .map(Val::to_go_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
         "printf" => {
             let fmt = string_arg(a.first().ok_or("wrong number of args for printf")?)?;
             s(sprintf(&fmt, &a[1..]))
@@ -322,24 +404,42 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
         }
         "html" => {
             let t: String = a.iter().map(Val::to_go_string).collect();
-            s(t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&#34;").replace('\'', "&#39;"))
+            s(t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&#34;")
+                .replace('\'', "&#39;"))
         }
         "js" => {
             let t: String = a.iter().map(Val::to_go_string).collect();
-            s(t.replace('\\', "\\\\").replace('\'', "\\'").replace('"', "\\\"").replace('<', "\\u003C").replace('>', "\\u003E"))
+            s(t.replace('\\', "\\\\")
+                .replace('\'', "\\'")
+                .replace('"', "\\\"")
+                .replace('<', "\\u003C")
+                .replace('>', "\\u003E"))
         }
-        "urlquery" => s(query_escape(&a.iter().map(Val::to_go_string).collect::<String>())),
+        "urlquery" => s(query_escape(
+            &a.iter().map(Val::to_go_string).collect::<String>(),
+        )),
         "query" => {
             want(a, 1)?;
             let q = string_arg(&a[0])?;
-            let f = env.query.ok_or("query is not available when checking templates without a store")?;
+            let f = env
+                .query
+                .ok_or("query is not available when checking templates without a store")?;
             Ok(Val::Samples(Rc::new(f(&q)?)))
         }
         "first" => {
             want(a, 1)?;
             match &a[0] {
-                Val::Samples(v) => v.first().map(|x| Val::Sample(Rc::new(x.clone()))).ok_or_else(|| "first() called on vector with no elements".into()),
-                other => Err(format!("wrong type for value; expected template.queryResult; got {}", other.type_name())),
+                Val::Samples(v) => v
+                    .first()
+                    .map(|x| Val::Sample(Rc::new(x.clone())))
+                    .ok_or_else(|| "first() called on vector with no elements".into()),
+                other => Err(format!(
+                    "wrong type for value; expected template.queryResult; got {}",
+                    other.type_name()
+                )),
             }
         }
         "label" => {
@@ -347,12 +447,24 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
             let l = string_arg(&a[0])?;
             s(sample(&a[1])?.labels.get(&l).cloned().unwrap_or_default())
         }
-        "value" => { want(a, 1)?; Ok(Val::Float(sample(&a[0])?.value)) }
-        "strvalue" => { want(a, 1)?; s(sample(&a[0])?.labels.get("__value__").cloned().unwrap_or_default()) }
+        "value" => {
+            want(a, 1)?;
+            Ok(Val::Float(sample(&a[0])?.value))
+        }
+        "strvalue" => {
+            want(a, 1)?;
+            s(sample(&a[0])?
+                .labels
+                .get("__value__")
+                .cloned()
+                .unwrap_or_default())
+        }
         "sortByLabel" => {
             want(a, 2)?;
             let l = string_arg(&a[0])?;
-            let Val::Samples(v) = &a[1] else { return Err("sortByLabel needs a query result".into()) };
+            let Val::Samples(v) = &a[1] else {
+                return Err("sortByLabel needs a query result".into());
+            };
             let mut v = (**v).clone();
             v.sort_by(|x, y| x.labels.get(&l).cmp(&y.labels.get(&l)));
             Ok(Val::Samples(Rc::new(v)))
@@ -360,21 +472,48 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
         "reReplaceAll" => {
             want(a, 3)?;
             let re = regex::Regex::new(&string_arg(&a[0])?).map_err(|e| e.to_string())?;
-            s(re.replace_all(&string_arg(&a[2])?, string_arg(&a[1])?.as_str()).into_owned())
+            s(
+                re.replace_all(&string_arg(&a[2])?, string_arg(&a[1])?.as_str())
+                    .into_owned(),
+            )
         }
         "match" => {
             want(a, 2)?;
             let re = regex::Regex::new(&string_arg(&a[0])?).map_err(|e| e.to_string())?;
             Ok(Val::Bool(re.is_match(&string_arg(&a[1])?)))
         }
-        "safeHtml" => { want(a, 1)?; s(string_arg(&a[0])?) }
-        "title" => { want(a, 1)?; s(title(&string_arg(&a[0])?)) }
-        "toUpper" => { want(a, 1)?; s(string_arg(&a[0])?.to_uppercase()) }
-        "toLower" => { want(a, 1)?; s(string_arg(&a[0])?.to_lowercase()) }
-        "humanize" => { want(a, 1)?; s(humanize(to_float(&a[0])?)) }
-        "humanize1024" => { want(a, 1)?; s(humanize1024(to_float(&a[0])?)) }
-        "humanizeDuration" => { want(a, 1)?; s(humanize_duration(to_float(&a[0])?)) }
-        "humanizePercentage" => { want(a, 1)?; s(format!("{}%", g4(to_float(&a[0])? * 100.0))) }
+        "safeHtml" => {
+            want(a, 1)?;
+            s(string_arg(&a[0])?)
+        }
+        "title" => {
+            want(a, 1)?;
+            s(title(&string_arg(&a[0])?))
+        }
+        "toUpper" => {
+            want(a, 1)?;
+            s(string_arg(&a[0])?.to_uppercase())
+        }
+        "toLower" => {
+            want(a, 1)?;
+            s(string_arg(&a[0])?.to_lowercase())
+        }
+        "humanize" => {
+            want(a, 1)?;
+            s(humanize(to_float(&a[0])?))
+        }
+        "humanize1024" => {
+            want(a, 1)?;
+            s(humanize1024(to_float(&a[0])?))
+        }
+        "humanizeDuration" => {
+            want(a, 1)?;
+            s(humanize_duration(to_float(&a[0])?))
+        }
+        "humanizePercentage" => {
+            want(a, 1)?;
+            s(format!("{}%", g4(to_float(&a[0])? * 100.0)))
+        }
         "humanizeTimestamp" | "toTime" => {
             want(a, 1)?;
             let v = to_float(&a[0])?;
@@ -386,7 +525,10 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
             }
             s(go_time_string(float_to_ms(v)?))
         }
-        "toDuration" => { want(a, 1)?; s(go_duration_string((to_float(&a[0])? * 1e9) as i64)) }
+        "toDuration" => {
+            want(a, 1)?;
+            s(go_duration_string((to_float(&a[0])? * 1e9) as i64))
+        }
         "parseDuration" => {
             want(a, 1)?;
             let ms = crate::duration::parse_duration(&string_arg(&a[0])?)?;
@@ -394,22 +536,25 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
         }
         "pathPrefix" => {
             let url = env.external_url;
-            let path = url.split_once("://").map_or("", |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+            let path = url
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
             s(path.to_string())
         }
         "externalURL" => s(env.external_url.to_string()),
         "graphLink" | "tableLink" => {
             want(a, 1)?;
             let tab = if name == "graphLink" { 0 } else { 1 };
-            s(format!("/graph?g0.expr={}&g0.tab={tab}", query_escape(&string_arg(&a[0])?)))
+            s(format!(
+                "/graph?g0.expr={}&g0.tab={tab}",
+                query_escape(&string_arg(&a[0])?)
+            ))
         }
         "stripPort" => {
             want(a, 1)?;
             let h = string_arg(&a[0])?;
-            if let Some(rest) = h.strip_prefix('[') {
-                if let Some(i) = rest.find(']') {
-                    return s(rest[..i].to_string());
-                }
+            if let Some((host, _)) = h.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
+                return s(host.to_string());
             }
             match h.rsplit_once(':') {
                 Some((host, _)) if !host.contains(':') => s(host.to_string()),
@@ -435,7 +580,12 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
 
 /// Labels as the template's `map[string]string`.
 pub fn label_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Val {
-    Val::Map(Rc::new(pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()))
+    Val::Map(Rc::new(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    ))
 }
 
 #[cfg(test)]
@@ -459,7 +609,10 @@ mod tests {
         assert_eq!(humanize_duration(90061.0), "1d 1h 1m 1s");
         assert_eq!(humanize_duration(0.0012), "1.2ms");
         assert_eq!(humanize_duration(-61.0), "-1m 1s");
-        assert_eq!(go_time_string(1_435_065_584_128), "2015-06-23 13:19:44.128 +0000 UTC");
+        assert_eq!(
+            go_time_string(1_435_065_584_128),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
         assert_eq!(go_time_string(0), "1970-01-01 00:00:00 +0000 UTC");
         assert_eq!(go_duration_string(90_000_000_000), "1m30s");
         assert_eq!(go_duration_string(1_500_000), "1.5ms");

@@ -29,7 +29,10 @@ fn digits_from_exp(s: &str) -> Digits {
     let exp: i32 = exp.parse().unwrap_or(0);
     let d: Vec<u8> = mant.bytes().filter(u8::is_ascii_digit).collect();
     if d.iter().all(|&c| c == b'0') {
-        return Digits { d: vec![b'0'], dp: 1 };
+        return Digits {
+            d: vec![b'0'],
+            dp: 1,
+        };
     }
     Digits { d, dp: exp + 1 }
 }
@@ -38,14 +41,22 @@ fn special(v: f64) -> Option<String> {
     if v.is_nan() {
         Some("NaN".into())
     } else if v.is_infinite() {
-        Some(if v > 0.0 { "+Inf".into() } else { "-Inf".into() })
+        Some(if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        })
     } else {
         None
     }
 }
 
 fn sign(v: f64) -> &'static str {
-    if v.is_sign_negative() && v != 0.0 || (v == 0.0 && v.is_sign_negative()) { "-" } else { "" }
+    if v.is_sign_negative() && v != 0.0 || (v == 0.0 && v.is_sign_negative()) {
+        "-"
+    } else {
+        ""
+    }
 }
 
 /// `%e` with `prec` digits after the point from already-rounded digits.
@@ -83,7 +94,11 @@ fn fmt_f(neg: &str, d: &Digits, prec: usize) -> String {
         s.push('.');
         for i in 0..prec as i32 {
             let j = d.dp + i;
-            let c = if j < 0 { b'0' } else { *d.d.get(j as usize).unwrap_or(&b'0') };
+            let c = if j < 0 {
+                b'0'
+            } else {
+                *d.d.get(j as usize).unwrap_or(&b'0')
+            };
             s.push(c as char);
         }
     }
@@ -99,8 +114,16 @@ pub fn format_float(v: f64, verb: char, prec: i32) -> String {
     let upper = verb.is_ascii_uppercase();
     match verb.to_ascii_lowercase() {
         'e' => {
-            let d = if prec < 0 { shortest(v) } else { digits_from_exp(&format!("{:.*e}", prec as usize, v.abs())) };
-            let p = if prec < 0 { d.d.len() - 1 } else { prec as usize };
+            let d = if prec < 0 {
+                shortest(v)
+            } else {
+                digits_from_exp(&format!("{:.*e}", prec as usize, v.abs()))
+            };
+            let p = if prec < 0 {
+                d.d.len() - 1
+            } else {
+                prec as usize
+            };
             fmt_e(neg, &d, p, upper)
         }
         'f' => {
@@ -160,7 +183,9 @@ pub fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -230,8 +255,18 @@ fn format_one(verb: char, v: &Val, f: Flags, width: Option<usize>, prec: Option<
     let p = prec.map_or(-1, |p| p as i32);
     let (s, numeric) = match (verb, v) {
         ('v', Val::Float(x)) | ('g' | 'G' | 'e' | 'E' | 'f' | 'F', Val::Float(x)) => {
-            let vb = if verb == 'v' { 'g' } else if verb == 'F' { 'f' } else { verb };
-            let p = if prec.is_none() && matches!(vb, 'e' | 'E' | 'f') { 6 } else { p };
+            let vb = if verb == 'v' {
+                'g'
+            } else if verb == 'F' {
+                'f'
+            } else {
+                verb
+            };
+            let p = if prec.is_none() && matches!(vb, 'e' | 'E' | 'f') {
+                6
+            } else {
+                p
+            };
             (with_plus(format_float(*x, vb, p), false, f), true)
         }
         ('d' | 'v', Val::Int(i)) => (with_plus(i.to_string(), *i < 0, f), true),
@@ -310,8 +345,10 @@ pub fn sprintf(format: &str, args: &[Val]) -> String {
     }
     if next_arg < args.len() {
         out.push_str("%!(EXTRA ");
-        let extra: Vec<String> =
-            args[next_arg..].iter().map(|v| format!("{}={}", go_type(v), v.to_go_string())).collect();
+        let extra: Vec<String> = args[next_arg..]
+            .iter()
+            .map(|v| format!("{}={}", go_type(v), v.to_go_string()))
+            .collect();
         out.push_str(&extra.join(", "));
         out.push(')');
     }
@@ -344,14 +381,23 @@ mod tests {
 
     #[test]
     fn sprintf_verbs() {
-        let f = Val::Float(3.14159);
-        assert_eq!(sprintf("%.2f", std::slice::from_ref(&f)), "3.14");
-        assert_eq!(sprintf("%f", std::slice::from_ref(&f)), "3.141590");
-        assert_eq!(sprintf("%v|%s", &[f.clone(), Val::Str("x".into())]), "3.14159|x");
-        assert_eq!(sprintf("%d", std::slice::from_ref(&f)), "%!d(float64=3.14159)");
+        let f = Val::Float(4.56789);
+        assert_eq!(sprintf("%.2f", std::slice::from_ref(&f)), "4.57");
+        assert_eq!(sprintf("%f", std::slice::from_ref(&f)), "4.567890");
+        assert_eq!(
+            sprintf("%v|%s", &[f.clone(), Val::Str("x".into())]),
+            "4.56789|x"
+        );
+        assert_eq!(
+            sprintf("%d", std::slice::from_ref(&f)),
+            "%!d(float64=4.56789)"
+        );
         assert_eq!(sprintf("%d%%", &[Val::Int(42)]), "42%");
         assert_eq!(sprintf("%q", &[Val::Str("a\"b".into())]), "\"a\\\"b\"");
-        assert_eq!(sprintf("%5.1f|%-4s|", &[Val::Float(2.25), Val::Str("ab".into())]), "  2.2|ab  |");
+        assert_eq!(
+            sprintf("%5.1f|%-4s|", &[Val::Float(2.25), Val::Str("ab".into())]),
+            "  2.2|ab  |"
+        );
         assert_eq!(sprintf("%s", &[]), "%!s(MISSING)");
         assert_eq!(sprintf("%e", &[Val::Float(1234.5678)]), "1.234568e+03");
     }

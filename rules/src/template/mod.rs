@@ -41,18 +41,12 @@ pub struct QuerySample {
 pub type QueryFn<'a> = &'a dyn Fn(&str) -> Result<Vec<QuerySample>, String>;
 
 /// What a template can reach besides its data.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Env<'a> {
     /// Evaluation time, for `now`.
     pub t_ms: i64,
     pub external_url: &'a str,
     pub query: Option<QueryFn<'a>>,
-}
-
-impl Default for Env<'_> {
-    fn default() -> Self {
-        Env { t_ms: 0, external_url: "", query: None }
-    }
 }
 
 /// The variables Prometheus defines before every alert template.
@@ -69,19 +63,30 @@ impl Template {
     /// Parses `text` under `name` (used in error messages).
     pub fn parse(name: &str, text: &str) -> Result<Template, TemplateError> {
         let items = parse::Parser::parse(name, text, &funcs::exists)?;
-        Ok(Template { name: name.to_string(), items })
+        Ok(Template {
+            name: name.to_string(),
+            items,
+        })
     }
 
     /// Parses an alert's label or annotation template the way Prometheus does: named
     /// `__alert_<alertname>`, with `$labels`, `$externalLabels`, `$externalURL` and
     /// `$value` defined.
     pub fn parse_alert(alert_name: &str, text: &str) -> Result<Template, TemplateError> {
-        Template::parse(&format!("__alert_{alert_name}"), &format!("{ALERT_DEFS}{text}"))
+        Template::parse(
+            &format!("__alert_{alert_name}"),
+            &format!("{ALERT_DEFS}{text}"),
+        )
     }
 
     /// Executes the template with `data` as dot.
     pub fn execute(&self, data: &Val, env: &Env<'_>) -> Result<String, TemplateError> {
-        let mut ex = exec::Exec { name: &self.name, env, vars: vec![("$".into(), data.clone())], out: String::new() };
+        let mut ex = exec::Exec {
+            name: &self.name,
+            env,
+            vars: vec![("$".into(), data.clone())],
+            out: String::new(),
+        };
         ex.run(&self.items, data)?;
         Ok(ex.out)
     }
@@ -117,7 +122,16 @@ mod tests {
     use super::*;
 
     fn data(value: f64) -> Val {
-        alert_data([("instance", "gpu-node-7:9435"), ("gpu", "3"), ("job", "vigil")], [("cluster", "east")], "http://vigil:9436", value)
+        alert_data(
+            [
+                ("instance", "gpu-node-7:9435"),
+                ("gpu", "3"),
+                ("job", "vigil"),
+            ],
+            [("cluster", "east")],
+            "http://vigil:9436",
+            value,
+        )
     }
 
     fn x(text: &str, value: f64) -> String {
@@ -126,8 +140,17 @@ mod tests {
 
     #[test]
     fn variables_fields_and_pipelines() {
-        assert_eq!(x("Instance {{ $labels.instance }} down", 1.0), "Instance gpu-node-7:9435 down");
-        assert_eq!(x("{{ .Labels.gpu }}/{{ $externalLabels.cluster }}/{{ $externalURL }}", 1.0), "3/east/http://vigil:9436");
+        assert_eq!(
+            x("Instance {{ $labels.instance }} down", 1.0),
+            "Instance gpu-node-7:9435 down"
+        );
+        assert_eq!(
+            x(
+                "{{ .Labels.gpu }}/{{ $externalLabels.cluster }}/{{ $externalURL }}",
+                1.0
+            ),
+            "3/east/http://vigil:9436"
+        );
         assert_eq!(x("{{ $value }}", 1e6), "1e+06");
         assert_eq!(x("{{ .Value }}", 0.25), "0.25");
         assert_eq!(x("{{ $value | humanize }}", 1234567.0), "1.235M");
@@ -135,10 +158,19 @@ mod tests {
         assert_eq!(x("{{ humanizeDuration $value }}", 3725.0), "1h 2m 5s");
         assert_eq!(x("{{ printf \"%.2f\" $value }}", 93.456), "93.46");
         assert_eq!(x("{{ $labels.missing }}|", 1.0), "|");
-        assert_eq!(x("{{ $labels.job | toUpper | printf \"%s!\" }}", 1.0), "VIGIL!");
-        assert_eq!(x("{{ reReplaceAll \":.*\" \"\" $labels.instance }}", 1.0), "gpu-node-7");
+        assert_eq!(
+            x("{{ $labels.job | toUpper | printf \"%s!\" }}", 1.0),
+            "VIGIL!"
+        );
+        assert_eq!(
+            x("{{ reReplaceAll \":.*\" \"\" $labels.instance }}", 1.0),
+            "gpu-node-7"
+        );
         assert_eq!(x("{{ title \"hello world\" }}", 1.0), "Hello World");
-        assert_eq!(x("{{ humanizeTimestamp 1435065584.128 }}", 1.0), "2015-06-23 13:19:44.128 +0000 UTC");
+        assert_eq!(
+            x("{{ humanizeTimestamp 1435065584.128 }}", 1.0),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
     }
 
     #[test]
@@ -148,22 +180,55 @@ mod tests {
         assert_eq!(x(t, 85.0), "warm");
         assert_eq!(x(t, 10.0), "ok");
         assert_eq!(x("a  {{- if true -}}  b  {{- end -}}  c", 1.0), "abc");
-        assert_eq!(x("{{ with $labels.gpu }}GPU {{ . }}{{ end }}", 1.0), "GPU 3");
-        assert_eq!(x("{{ with $labels.nope }}x{{ else }}none{{ end }}", 1.0), "none");
-        assert_eq!(x("{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}", 1.0), "gpu=3;instance=gpu-node-7:9435;job=vigil;");
+        assert_eq!(
+            x("{{ with $labels.gpu }}GPU {{ . }}{{ end }}", 1.0),
+            "GPU 3"
+        );
+        assert_eq!(
+            x("{{ with $labels.nope }}x{{ else }}none{{ end }}", 1.0),
+            "none"
+        );
+        assert_eq!(
+            x(
+                "{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}",
+                1.0
+            ),
+            "gpu=3;instance=gpu-node-7:9435;job=vigil;"
+        );
         assert_eq!(x("{{/* a comment */}}x{{ $y := 2 }}{{ $y }}", 1.0), "x2");
-        assert_eq!(x("{{ if match \"^gpu\" $labels.instance }}yes{{ end }}", 1.0), "yes");
-        assert_eq!(x("{{ if and (eq $labels.gpu \"3\") (not false) }}ok{{ end }}", 1.0), "ok");
+        assert_eq!(
+            x("{{ if match \"^gpu\" $labels.instance }}yes{{ end }}", 1.0),
+            "yes"
+        );
+        assert_eq!(
+            x(
+                "{{ if and (eq $labels.gpu \"3\") (not false) }}ok{{ end }}",
+                1.0
+            ),
+            "ok"
+        );
     }
 
     #[test]
     fn errors_like_go() {
-        let e = Template::parse_alert("InstanceDown", "Instance {{ $label.foo }} down").unwrap_err();
-        assert_eq!(e.to_string(), "template: __alert_InstanceDown:1: undefined variable \"$label\"");
+        let e =
+            Template::parse_alert("InstanceDown", "Instance {{ $label.foo }} down").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "template: __alert_InstanceDown:1: undefined variable \"$label\""
+        );
         let e = Template::parse_alert("A", "{{ nosuch 1 }}").unwrap_err();
-        assert_eq!(e.to_string(), "template: __alert_A:1: function \"nosuch\" not defined");
+        assert_eq!(
+            e.to_string(),
+            "template: __alert_A:1: function \"nosuch\" not defined"
+        );
         assert!(Template::parse_alert("A", "{{ if true }}x").is_err());
-        assert!(Template::parse_alert("A", "x\n{{ end }}").unwrap_err().to_string().contains(":2:"));
+        assert!(
+            Template::parse_alert("A", "x\n{{ end }}")
+                .unwrap_err()
+                .to_string()
+                .contains(":2:")
+        );
         assert!(x("{{ gt $value 80 }}", 1.0).starts_with("<error expanding template: "));
         assert!(x("{{ query \"up\" }}", 1.0).contains("query is not available"));
     }
@@ -172,10 +237,22 @@ mod tests {
     fn query_through_callback() {
         let q = |expr: &str| -> Result<Vec<QuerySample>, String> {
             assert_eq!(expr, "up");
-            Ok(vec![QuerySample { labels: [("job".to_string(), "a".to_string())].into(), value: 0.5 }])
+            Ok(vec![QuerySample {
+                labels: [("job".to_string(), "a".to_string())].into(),
+                value: 0.5,
+            }])
         };
-        let env = Env { t_ms: 0, external_url: "", query: Some(&q) };
-        let out = expand_alert("A", "{{ with query \"up\" }}{{ . | first | value }} {{ range . }}{{ .Labels.job }}{{ end }}{{ end }}", &data(1.0), &env);
+        let env = Env {
+            t_ms: 0,
+            external_url: "",
+            query: Some(&q),
+        };
+        let out = expand_alert(
+            "A",
+            "{{ with query \"up\" }}{{ . | first | value }} {{ range . }}{{ .Labels.job }}{{ end }}{{ end }}",
+            &data(1.0),
+            &env,
+        );
         assert_eq!(out, "0.5 a");
     }
 }

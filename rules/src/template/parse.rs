@@ -10,9 +10,21 @@ use super::TemplateError;
 pub(crate) enum Item {
     Text(String),
     Action(Pipe),
-    If { pipe: Pipe, then: Vec<Item>, els: Vec<Item> },
-    With { pipe: Pipe, then: Vec<Item>, els: Vec<Item> },
-    Range { pipe: Pipe, body: Vec<Item>, els: Vec<Item> },
+    If {
+        pipe: Pipe,
+        then: Vec<Item>,
+        els: Vec<Item>,
+    },
+    With {
+        pipe: Pipe,
+        then: Vec<Item>,
+        els: Vec<Item>,
+    },
+    Range {
+        pipe: Pipe,
+        body: Vec<Item>,
+        els: Vec<Item>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +65,9 @@ enum Tok {
     Ident(String),
 }
 
+/// The keyword (`end` or `else`) that closed a list, and its line.
+type EndMarker = (String, usize);
+
 /// One action's tokens plus its line, or a text run.
 enum Chunk {
     Text(String),
@@ -87,7 +102,10 @@ fn split_chunks(name: &str, text: &str) -> Result<Vec<Chunk>, TemplateError> {
             t = t.trim_start();
         }
         let mut body = &rest[open + 2..];
-        let trim_left = body.starts_with("- ") || body.starts_with("-\t") || body.starts_with("-\n") || body.starts_with("-\r");
+        let trim_left = body.starts_with("- ")
+            || body.starts_with("-\t")
+            || body.starts_with("-\n")
+            || body.starts_with("-\r");
         if trim_left {
             t = t.trim_end();
             body = &body[1..];
@@ -110,12 +128,20 @@ fn split_chunks(name: &str, text: &str) -> Result<Vec<Chunk>, TemplateError> {
 
 /// Lexes one action body; returns its tokens (None for a comment), the bytes used
 /// including the closing delimiter, and whether it ends with `-}}`.
-fn lex_action(name: &str, body: &str, line: usize) -> Result<(Option<Vec<Tok>>, usize, bool), TemplateError> {
+fn lex_action(
+    name: &str,
+    body: &str,
+    line: usize,
+) -> Result<(Option<Vec<Tok>>, usize, bool), TemplateError> {
     let b = body.as_bytes();
     let trimmed = body.trim_start();
     if trimmed.starts_with("/*") {
         let start = body.len() - trimmed.len();
-        let end = body[start..].find("*/").ok_or_else(|| lex_err(name, line, "unclosed comment"))? + start + 2;
+        let end = body[start..]
+            .find("*/")
+            .ok_or_else(|| lex_err(name, line, "unclosed comment"))?
+            + start
+            + 2;
         let after = &body[end..];
         let after_t = after.trim_start();
         if let Some(r) = after_t.strip_prefix("-}}") {
@@ -149,23 +175,47 @@ fn lex_action(name: &str, body: &str, line: usize) -> Result<(Option<Vec<Tok>>, 
             j
         };
         match c {
-            b'|' => { toks.push(Tok::Pipe); i += 1; }
-            b'(' => { toks.push(Tok::Open); i += 1; }
-            b')' => { toks.push(Tok::Close); i += 1; }
-            b',' => { toks.push(Tok::Comma); i += 1; }
-            b':' if b.get(i + 1) == Some(&b'=') => { toks.push(Tok::Declare); i += 2; }
-            b'=' => { toks.push(Tok::Assign); i += 1; }
+            b'|' => {
+                toks.push(Tok::Pipe);
+                i += 1;
+            }
+            b'(' => {
+                toks.push(Tok::Open);
+                i += 1;
+            }
+            b')' => {
+                toks.push(Tok::Close);
+                i += 1;
+            }
+            b',' => {
+                toks.push(Tok::Comma);
+                i += 1;
+            }
+            b':' if b.get(i + 1) == Some(&b'=') => {
+                toks.push(Tok::Declare);
+                i += 2;
+            }
+            b'=' => {
+                toks.push(Tok::Assign);
+                i += 1;
+            }
             b'"' => {
                 let mut s = String::new();
                 i += 1;
                 loop {
-                    let ch = body[i..].chars().next().ok_or_else(|| lex_err(name, line, "unterminated quoted string"))?;
+                    let ch = body[i..]
+                        .chars()
+                        .next()
+                        .ok_or_else(|| lex_err(name, line, "unterminated quoted string"))?;
                     i += ch.len_utf8();
                     match ch {
                         '"' => break,
                         '\n' => return Err(lex_err(name, line, "unterminated quoted string")),
                         '\\' => {
-                            let e = body[i..].chars().next().ok_or_else(|| lex_err(name, line, "unterminated quoted string"))?;
+                            let e = body[i..]
+                                .chars()
+                                .next()
+                                .ok_or_else(|| lex_err(name, line, "unterminated quoted string"))?;
                             i += e.len_utf8();
                             s.push(match e {
                                 'n' => '\n',
@@ -176,7 +226,13 @@ fn lex_action(name: &str, body: &str, line: usize) -> Result<(Option<Vec<Tok>>, 
                                 '\'' => '\'',
                                 'a' => '\x07',
                                 '0' => '\0',
-                                _ => return Err(lex_err(name, line, format!("invalid syntax: \\{e}"))),
+                                _ => {
+                                    return Err(lex_err(
+                                        name,
+                                        line,
+                                        format!("invalid syntax: \\{e}"),
+                                    ));
+                                }
                             });
                         }
                         other => s.push(other),
@@ -185,12 +241,17 @@ fn lex_action(name: &str, body: &str, line: usize) -> Result<(Option<Vec<Tok>>, 
                 toks.push(Tok::Str(s));
             }
             b'`' => {
-                let end = body[i + 1..].find('`').ok_or_else(|| lex_err(name, line, "unterminated raw quoted string"))?;
+                let end = body[i + 1..]
+                    .find('`')
+                    .ok_or_else(|| lex_err(name, line, "unterminated raw quoted string"))?;
                 toks.push(Tok::Str(body[i + 1..i + 1 + end].to_string()));
                 i += end + 2;
             }
             b'\'' => {
-                let ch = body[i + 1..].chars().next().ok_or_else(|| lex_err(name, line, "unterminated character constant"))?;
+                let ch = body[i + 1..]
+                    .chars()
+                    .next()
+                    .ok_or_else(|| lex_err(name, line, "unterminated character constant"))?;
                 if body[i + 1 + ch.len_utf8()..].starts_with('\'') {
                     toks.push(Tok::Num((ch as u32).to_string()));
                     i += 2 + ch.len_utf8();
@@ -203,16 +264,26 @@ fn lex_action(name: &str, body: &str, line: usize) -> Result<(Option<Vec<Tok>>, 
                 toks.push(Tok::Var(body[i..j].to_string()));
                 i = j;
             }
-            b'.' if b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_') => {
+            b'.' if b
+                .get(i + 1)
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_') =>
+            {
                 let j = ident_end(i + 1);
                 toks.push(Tok::Field(body[i + 1..j].to_string()));
                 i = j;
             }
-            b'.' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) => { toks.push(Tok::Dot); i += 1; }
+            b'.' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                toks.push(Tok::Dot);
+                i += 1;
+            }
             b'0'..=b'9' | b'+' | b'-' | b'.' => {
                 let mut j = i + 1;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_'
-                    || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E' | b'p' | b'P')))
+                while j < b.len()
+                    && (b[j].is_ascii_alphanumeric()
+                        || b[j] == b'.'
+                        || b[j] == b'_'
+                        || ((b[j] == b'+' || b[j] == b'-')
+                            && matches!(b[j - 1], b'e' | b'E' | b'p' | b'P')))
                 {
                     j += 1;
                 }
@@ -234,9 +305,19 @@ fn lex_action(name: &str, body: &str, line: usize) -> Result<(Option<Vec<Tok>>, 
 }
 
 impl<'a> Parser<'a> {
-    pub fn parse(name: &'a str, text: &str, funcs: &'a dyn Fn(&str) -> bool) -> Result<Vec<Item>, TemplateError> {
+    pub fn parse(
+        name: &'a str,
+        text: &str,
+        funcs: &'a dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Item>, TemplateError> {
         let chunks = split_chunks(name, text)?;
-        let mut p = Parser { name, funcs, chunks, pos: 0, scopes: vec![vec!["$".into()]] };
+        let mut p = Parser {
+            name,
+            funcs,
+            chunks,
+            pos: 0,
+            scopes: vec![vec!["$".into()]],
+        };
         let (items, end) = p.list()?;
         if let Some((what, line)) = end {
             return Err(lex_err(name, line, format!("unexpected {{{{{what}}}}}")));
@@ -249,7 +330,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Items up to an `end`/`else` (returned with its tokens' keyword) or the input end.
-    fn list(&mut self) -> Result<(Vec<Item>, Option<(String, usize)>), TemplateError> {
+    fn list(&mut self) -> Result<(Vec<Item>, Option<EndMarker>), TemplateError> {
         let mut items = Vec::new();
         while self.pos < self.chunks.len() {
             let idx = self.pos;
@@ -277,7 +358,12 @@ impl<'a> Parser<'a> {
                     let k = k.clone();
                     items.push(self.control(&k, &toks[1..], line)?);
                 }
-                Some(Tok::Ident(k)) if matches!(k.as_str(), "define" | "template" | "block" | "break" | "continue") => {
+                Some(Tok::Ident(k))
+                    if matches!(
+                        k.as_str(),
+                        "define" | "template" | "block" | "break" | "continue"
+                    ) =>
+                {
                     return Err(self.err(line, format!("{k} is not supported in alert templates")));
                 }
                 None => return Err(self.err(line, "missing value for command")),
@@ -330,7 +416,11 @@ impl<'a> Parser<'a> {
         Ok(match kw {
             "if" => Item::If { pipe, then, els },
             "with" => Item::With { pipe, then, els },
-            _ => Item::Range { pipe, body: then, els },
+            _ => Item::Range {
+                pipe,
+                body: then,
+                els,
+            },
         })
     }
 
@@ -406,7 +496,10 @@ impl<'a> Parser<'a> {
                     return Err(self.err(line, "unexpected token in operand"));
                 }
                 Tok::Str(s) => cur.push(Arg::Str(s.clone())),
-                Tok::Num(n) => cur.push(parse_number(n).ok_or_else(|| self.err(line, format!("bad number syntax: {n:?}")))?),
+                Tok::Num(n) => cur.push(
+                    parse_number(n)
+                        .ok_or_else(|| self.err(line, format!("bad number syntax: {n:?}")))?,
+                ),
                 Tok::Var(v) => {
                     if !self.declared(v) {
                         return Err(self.err(line, format!("undefined variable {v:?}")));
@@ -441,12 +534,19 @@ impl<'a> Parser<'a> {
         } else if !cmds.is_empty() {
             return Err(self.err(line, "missing command"));
         }
-        if top && !decl.is_empty() && !assign {
-            if let Some(scope) = self.scopes.last_mut() {
-                scope.extend(decl.iter().cloned());
-            }
+        if let Some(scope) = self
+            .scopes
+            .last_mut()
+            .filter(|_| top && !decl.is_empty() && !assign)
+        {
+            scope.extend(decl.iter().cloned());
         }
-        Ok(Pipe { line, decl, assign, cmds })
+        Ok(Pipe {
+            line,
+            decl,
+            assign,
+            cmds,
+        })
     }
 }
 
@@ -456,9 +556,15 @@ fn parse_number(n: &str) -> Option<Arg> {
         Some(d) => (true, d.to_string()),
         None => (false, clean.trim_start_matches('+').to_string()),
     };
-    let int = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let int = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         i64::from_str_radix(h, 16).ok()
-    } else if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|c| c.is_ascii_digit()) {
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|c| c.is_ascii_digit())
+    {
         i64::from_str_radix(&digits[1..], 8).ok()
     } else {
         digits.parse::<i64>().ok()
@@ -466,5 +572,8 @@ fn parse_number(n: &str) -> Option<Arg> {
     if let Some(i) = int {
         return Some(Arg::Int(if neg { -i } else { i }));
     }
-    digits.parse::<f64>().ok().map(|f| Arg::Float(if neg { -f } else { f }))
+    digits
+        .parse::<f64>()
+        .ok()
+        .map(|f| Arg::Float(if neg { -f } else { f }))
 }

@@ -75,7 +75,10 @@ pub fn test_file(path: &Path) -> Outcome {
             return outcome;
         }
     };
-    let file = match crate::yaml::parse(&text).map_err(|e| vec![e]).and_then(|n| model::decode(&n)) {
+    let file = match crate::yaml::parse(&text)
+        .map_err(|e| vec![e])
+        .and_then(|n| model::decode(&n))
+    {
         Ok(f) => f,
         Err(errs) => {
             let mut msg = String::from("yaml: unmarshal errors:");
@@ -89,9 +92,15 @@ pub fn test_file(path: &Path) -> Outcome {
     let base = path.parent().unwrap_or(Path::new(""));
     let mut rule_files = Vec::new();
     for rf in &file.rule_files {
-        let p = if Path::new(rf).is_absolute() { PathBuf::from(rf) } else { base.join(rf) };
+        let p = if Path::new(rf).is_absolute() {
+            PathBuf::from(rf)
+        } else {
+            base.join(rf)
+        };
         match glob_files(&p) {
-            Ok(m) if m.is_empty() => outcome.warnings.push(format!("no file match pattern {}", p.display())),
+            Ok(m) if m.is_empty() => outcome
+                .warnings
+                .push(format!("no file match pattern {}", p.display())),
             Ok(m) => rule_files.extend(m),
             Err(e) => {
                 outcome.errors.push(e);
@@ -99,18 +108,31 @@ pub fn test_file(path: &Path) -> Outcome {
             }
         }
     }
-    let eval_interval_ms = file.evaluation_interval_ms.filter(|&i| i > 0).unwrap_or(60_000);
+    let eval_interval_ms = file
+        .evaluation_interval_ms
+        .filter(|&i| i > 0)
+        .unwrap_or(60_000);
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     for g in &file.group_eval_order {
         if !seen.insert(g.as_str()) {
-            outcome.errors.push(format!("group name repeated in evaluation order: {g}"));
+            outcome
+                .errors
+                .push(format!("group name repeated in evaluation order: {g}"));
             return outcome;
         }
         order.push(g.clone());
     }
     for tg in &file.tests {
-        let r = run::run_group(tg, &run::Setup { eval_interval_ms, order: &order, rule_files: &rule_files, fuzzy: file.fuzzy_compare });
+        let r = run::run_group(
+            tg,
+            &run::Setup {
+                eval_interval_ms,
+                order: &order,
+                rule_files: &rule_files,
+                fuzzy: file.fuzzy_compare,
+            },
+        );
         outcome.errors.extend(r.errors);
         outcome.skipped += r.skipped;
     }
@@ -120,12 +142,22 @@ pub fn test_file(path: &Path) -> Outcome {
 /// Expands `*`, `?` and `[...]` in the file-name part of a rule file path, as
 /// promtool's `filepath.Glob` does; a path without them is returned as is if it exists.
 fn glob_files(p: &Path) -> Result<Vec<PathBuf>, String> {
-    let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     if !name.contains(['*', '?', '[']) {
-        return Ok(if p.exists() { vec![p.to_path_buf()] } else { Vec::new() });
+        return Ok(if p.exists() {
+            vec![p.to_path_buf()]
+        } else {
+            Vec::new()
+        });
     }
     let re = glob_regex(&name).map_err(|e| format!("syntax error in pattern {name:?}: {e}"))?;
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(Result::ok)

@@ -72,7 +72,11 @@ fn duration(n: &Node, what: &str) -> Result<i64, YamlError> {
 }
 
 fn pairs(n: &Node, what: &str) -> Res<Vec<(String, String)>> {
-    Ok(n.string_map(what).map_err(one)?.into_iter().map(|(k, v)| (k.scalar().unwrap_or("").to_string(), v)).collect())
+    Ok(n.string_map(what)
+        .map_err(one)?
+        .into_iter()
+        .map(|(k, v)| (k.scalar().unwrap_or("").to_string(), v))
+        .collect())
 }
 
 /// `start_timestamp`: RFC 3339 or Unix seconds.
@@ -81,18 +85,36 @@ fn start_timestamp(n: &Node) -> Result<i64, YamlError> {
     if let Ok(secs) = s.parse::<f64>() {
         return Ok((secs * 1000.0).round() as i64);
     }
-    parse_rfc3339_ms(&s).ok_or_else(|| YamlError::at(n, format!("cannot parse {s:?} as RFC3339 or Unix timestamp")))
+    parse_rfc3339_ms(&s).ok_or_else(|| {
+        YamlError::at(
+            n,
+            format!("cannot parse {s:?} as RFC3339 or Unix timestamp"),
+        )
+    })
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time (`2024-01-01T00:00:00Z`,
 /// fractional seconds and numeric offsets allowed).
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     let mut i = 19;
     let mut frac_ms = 0;
     if b.get(i) == Some(&b'.') {
@@ -113,7 +135,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         _ => return None,
     };
     // Days from civil date (proleptic Gregorian).
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * mm + 2) / 5 + d - 1;
@@ -125,7 +151,13 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 pub fn decode(root: &Node) -> Res<TestFile> {
     let f = root.fields(
         "main.unitTestFile",
-        &["rule_files", "evaluation_interval", "group_eval_order", "tests", "fuzzy_compare"],
+        &[
+            "rule_files",
+            "evaluation_interval",
+            "group_eval_order",
+            "tests",
+            "fuzzy_compare",
+        ],
     )?;
     let mut tf = TestFile::default();
     if let Some(n) = f.get("rule_files") {
@@ -138,7 +170,8 @@ pub fn decode(root: &Node) -> Res<TestFile> {
     }
     if let Some(n) = f.get("group_eval_order") {
         for g in n.seq("group_eval_order").map_err(one)? {
-            tf.group_eval_order.push(g.string("group_eval_order").map_err(one)?);
+            tf.group_eval_order
+                .push(g.string("group_eval_order").map_err(one)?);
         }
     }
     if let Some(n) = f.get("fuzzy_compare") {
@@ -159,7 +192,16 @@ pub fn decode(root: &Node) -> Res<TestFile> {
 fn decode_group(n: &Node) -> Res<TestGroup> {
     let f = n.fields(
         "main.testGroup",
-        &["interval", "input_series", "alert_rule_test", "promql_expr_test", "external_labels", "external_url", "name", "start_timestamp"],
+        &[
+            "interval",
+            "input_series",
+            "alert_rule_test",
+            "promql_expr_test",
+            "external_labels",
+            "external_url",
+            "name",
+            "start_timestamp",
+        ],
     )?;
     let mut g = TestGroup::default();
     if let Some(v) = f.get("interval").filter(|v| !v.is_null()) {
@@ -182,14 +224,27 @@ fn decode_group(n: &Node) -> Res<TestGroup> {
         for s in v.seq("input_series").map_err(one)? {
             let sf = s.fields("main.series", &["series", "values"])?;
             g.input_series.push(InputSeries {
-                series: sf.get("series").map(|x| x.string("series")).transpose().map_err(one)?.unwrap_or_default(),
-                values: sf.get("values").map(|x| x.string("values")).transpose().map_err(one)?.unwrap_or_default(),
+                series: sf
+                    .get("series")
+                    .map(|x| x.string("series"))
+                    .transpose()
+                    .map_err(one)?
+                    .unwrap_or_default(),
+                values: sf
+                    .get("values")
+                    .map(|x| x.string("values"))
+                    .transpose()
+                    .map_err(one)?
+                    .unwrap_or_default(),
             });
         }
     }
     if let Some(v) = f.get("alert_rule_test") {
         for a in v.seq("alert_rule_test").map_err(one)? {
-            let af = a.fields("main.alertTestCase", &["eval_time", "alertname", "exp_alerts"])?;
+            let af = a.fields(
+                "main.alertTestCase",
+                &["eval_time", "alertname", "exp_alerts"],
+            )?;
             let mut t = AlertTest::default();
             if let Some(x) = af.get("eval_time") {
                 t.eval_time_ms = duration(x, "eval_time").map_err(one)?;
@@ -227,9 +282,23 @@ fn decode_group(n: &Node) -> Res<TestGroup> {
                 for s in x.seq("exp_samples").map_err(one)? {
                     let sf = s.fields("main.sample", &["labels", "value", "histogram"])?;
                     t.exp_samples.push(ExpSample {
-                        labels: sf.get("labels").map(|x| x.string("labels")).transpose().map_err(one)?.unwrap_or_default(),
-                        value: sf.get("value").map(|x| x.float("value")).transpose().map_err(one)?.unwrap_or(0.0),
-                        histogram: sf.get("histogram").map(|x| x.string("histogram")).transpose().map_err(one)?,
+                        labels: sf
+                            .get("labels")
+                            .map(|x| x.string("labels"))
+                            .transpose()
+                            .map_err(one)?
+                            .unwrap_or_default(),
+                        value: sf
+                            .get("value")
+                            .map(|x| x.float("value"))
+                            .transpose()
+                            .map_err(one)?
+                            .unwrap_or(0.0),
+                        histogram: sf
+                            .get("histogram")
+                            .map(|x| x.string("histogram"))
+                            .transpose()
+                            .map_err(one)?,
                     });
                 }
             }
@@ -245,7 +314,10 @@ mod tests {
 
     #[test]
     fn rfc3339() {
-        assert_eq!(parse_rfc3339_ms("2024-01-01T00:00:00Z"), Some(1_704_067_200_000));
+        assert_eq!(
+            parse_rfc3339_ms("2024-01-01T00:00:00Z"),
+            Some(1_704_067_200_000)
+        );
         assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:00.5+01:00"), Some(500));
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
@@ -254,7 +326,10 @@ mod tests {
     fn strict_decoding() {
         let n = crate::yaml::parse("tests:\n- interval: 1m\n  input_series:\n  - series: up\n    values: 0x10\n    typo: 1\n").unwrap();
         let e = decode(&n).unwrap_err();
-        assert_eq!(e[0].to_string(), "line 6: field typo not found in type main.series");
+        assert_eq!(
+            e[0].to_string(),
+            "line 6: field typo not found in type main.series"
+        );
         let n = crate::yaml::parse("evaluation_interval: 30s\ntests:\n- start_timestamp: 1609459200\n  input_series:\n  - series: up\n    values: 0x10\n").unwrap();
         let f = decode(&n).unwrap();
         assert_eq!(f.evaluation_interval_ms, Some(30_000));

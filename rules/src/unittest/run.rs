@@ -26,17 +26,25 @@ pub(crate) struct GroupOutcome {
 
 /// Go's `labels.Labels.String()`: `{a="b", c="d"}` with `__name__` as a label.
 fn go_labels(pairs: &[(String, String)]) -> String {
-    let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", go_quote(v))).collect();
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect();
     format!("{{{}}}", parts.join(", "))
 }
 
 fn pairs_of(l: &Labels) -> Vec<(String, String)> {
-    l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    l.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// promtool's `indentLines`.
 fn indent_lines(lines: &str, indent: &str) -> String {
-    lines.split('\n').collect::<Vec<_>>().join(&format!("\n{indent}"))
+    lines
+        .split('\n')
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
 }
 
 type LabelsAndAnnotations = Vec<(Vec<(String, String)>, Vec<(String, String)>)>;
@@ -61,7 +69,10 @@ fn samples_string(v: &[(Vec<(String, String)>, f64)]) -> String {
     if v.is_empty() {
         return "nil".into();
     }
-    v.iter().map(|(l, x)| format!("{} {}", go_labels(l), format_float(*x, 'E', -1))).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|(l, x)| format!("{} {}", go_labels(l), format_float(*x, 'E', -1)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// True when `expr` mentions `name` as a whole identifier.
@@ -140,7 +151,11 @@ pub(crate) fn run_group(tg: &TestGroup, setup: &Setup<'_>) -> GroupOutcome {
 
     for a in &tg.alert_rule_tests {
         if a.alertname.is_empty() {
-            let in_group = if tg.name.is_empty() { String::new() } else { format!(" (in TestGroup {})", tg.name) };
+            let in_group = if tg.name.is_empty() {
+                String::new()
+            } else {
+                format!(" (in TestGroup {})", tg.name)
+            };
             out.errors.push(format!(
                 "an item under alert_rule_test misses required attribute alertname at eval_time {}{in_group}",
                 format_duration(a.eval_time_ms)
@@ -159,7 +174,10 @@ pub(crate) fn run_group(tg: &TestGroup, setup: &Setup<'_>) -> GroupOutcome {
         .max()
         .unwrap_or(0);
 
-    let engine = Engine::new(EngineOptions { default_subquery_step_ms: setup.eval_interval_ms, ..EngineOptions::default() });
+    let engine = Engine::new(EngineOptions {
+        default_subquery_step_ms: setup.eval_interval_ms,
+        ..EngineOptions::default()
+    });
     let mut storage = MemoryStorage::new();
     let mut next_input = 0;
     let mut curr = 0;
@@ -177,14 +195,22 @@ pub(crate) fn run_group(tg: &TestGroup, setup: &Setup<'_>) -> GroupOutcome {
                 storage.add(s.labels, s.t_ms, s.v);
             }
             for e in res.errors {
-                eval_errs.push(format!("    rule: {}, time: {}, err: {}", e.rule, go_duration_string(ts.saturating_mul(1_000_000)), e.error));
+                eval_errs.push(format!(
+                    "    rule: {}, time: {}, err: {}",
+                    e.rule,
+                    go_duration_string(ts.saturating_mul(1_000_000)),
+                    e.error
+                ));
             }
         }
         if !eval_errs.is_empty() {
             out.errors.extend(eval_errs);
             return out;
         }
-        while curr < alert_times.len() && ts - start <= alert_times[curr] && alert_times[curr] < ts - start + setup.eval_interval_ms {
+        while curr < alert_times.len()
+            && ts - start <= alert_times[curr]
+            && alert_times[curr] < ts - start + setup.eval_interval_ms
+        {
             let t = alert_times[curr];
             for case in tg.alert_rule_tests.iter().filter(|a| a.eval_time_ms == t) {
                 if let Some(e) = check_alerts(case, &groups, &tg.name) {
@@ -197,23 +223,35 @@ pub(crate) fn run_group(tg: &TestGroup, setup: &Setup<'_>) -> GroupOutcome {
     }
 
     for case in &tg.promql_expr_tests {
-        if case.exp_samples.iter().any(|s| s.histogram.is_some()) || histogram_series.iter().any(|n| mentions(&case.expr, n)) {
+        if case.exp_samples.iter().any(|s| s.histogram.is_some())
+            || histogram_series.iter().any(|n| mentions(&case.expr, n))
+        {
             out.skipped += 1;
             continue;
         }
         let when = format_duration(case.eval_time_ms);
         let got = crate::promql::parse(&case.expr)
             .map_err(|e| e.to_string())
-            .and_then(|expr| engine.instant(&storage, &expr, start + case.eval_time_ms).map_err(|e| e.to_string()))
+            .and_then(|expr| {
+                engine
+                    .instant(&storage, &expr, start + case.eval_time_ms)
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|v| match v {
-                Value::Vector(v) => Ok(v.into_iter().map(|s| (pairs_of(&s.labels), s.v)).collect::<Vec<_>>()),
+                Value::Vector(v) => Ok(v
+                    .into_iter()
+                    .map(|s| (pairs_of(&s.labels), s.v))
+                    .collect::<Vec<_>>()),
                 Value::Scalar { v, .. } => Ok(vec![(Vec::new(), v)]),
                 _ => Err("rule result is not a vector or scalar".to_string()),
             });
         let mut got = match got {
             Ok(g) => g,
             Err(e) => {
-                out.errors.push(format!("    expr: {}, time: {when}, err: {e}", go_quote(&case.expr)));
+                out.errors.push(format!(
+                    "    expr: {}, time: {when}, err: {e}",
+                    go_quote(&case.expr)
+                ));
                 continue;
             }
         };
@@ -223,7 +261,11 @@ pub(crate) fn run_group(tg: &TestGroup, setup: &Setup<'_>) -> GroupOutcome {
             match parse_metric(&s.labels) {
                 Ok(l) => exp.push((pairs_of(&l), s.value)),
                 Err(e) => {
-                    bad = Some(format!("    expr: {}, time: {when}, err: labels {}: {e}", go_quote(&case.expr), go_quote(&s.labels)));
+                    bad = Some(format!(
+                        "    expr: {}, time: {when}, err: labels {}: {e}",
+                        go_quote(&case.expr),
+                        go_quote(&s.labels)
+                    ));
                     break;
                 }
             }
@@ -235,7 +277,10 @@ pub(crate) fn run_group(tg: &TestGroup, setup: &Setup<'_>) -> GroupOutcome {
         exp.sort_by(|a, b| a.0.cmp(&b.0));
         got.sort_by(|a, b| a.0.cmp(&b.0));
         let same = exp.len() == got.len()
-            && exp.iter().zip(&got).all(|(e, g)| e.0 == g.0 && floats_equal(e.1, g.1, setup.fuzzy));
+            && exp
+                .iter()
+                .zip(&got)
+                .all(|(e, g)| e.0 == g.0 && floats_equal(e.1, g.1, setup.fuzzy));
         if !same {
             out.errors.push(format!(
                 "    expr: {}, time: {when},\n        exp: {}\n        got: {}",
@@ -266,7 +311,12 @@ fn check_alerts(case: &AlertTest, groups: &[Group], test_name: &str) -> Option<S
         .exp_alerts
         .iter()
         .map(|e| {
-            let mut l: Vec<(String, String)> = e.labels.iter().filter(|(k, _)| k != "alertname").cloned().collect();
+            let mut l: Vec<(String, String)> = e
+                .labels
+                .iter()
+                .filter(|(k, _)| k != "alertname")
+                .cloned()
+                .collect();
             l.push(("alertname".into(), case.alertname.clone()));
             l.sort();
             let mut a = e.annotations.clone();
@@ -279,7 +329,11 @@ fn check_alerts(case: &AlertTest, groups: &[Group], test_name: &str) -> Option<S
     if got == exp {
         return None;
     }
-    let name = if test_name.is_empty() { String::new() } else { format!("    name: {test_name},\n") };
+    let name = if test_name.is_empty() {
+        String::new()
+    } else {
+        format!("    name: {test_name},\n")
+    };
     Some(format!(
         "{name}    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
         case.alertname,

@@ -57,7 +57,10 @@ pub fn parse_metric(s: &str) -> Result<Labels, SeriesError> {
         }
         let start = i;
         if !(b[i].is_ascii_alphabetic() || b[i] == b'_') {
-            return Err(err(i, &format!("unexpected character inside braces: {:?}", b[i] as char)));
+            return Err(err(
+                i,
+                &format!("unexpected character inside braces: {:?}", b[i] as char),
+            ));
         }
         while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
             i += 1;
@@ -69,14 +72,20 @@ pub fn parse_metric(s: &str) -> Result<Labels, SeriesError> {
         }
         i += 1;
         skip_ws(&mut i);
-        let (value, used) = parse_quoted(&src[i..]).ok_or_else(|| err(i, "expected a quoted label value"))?;
+        let (value, used) =
+            parse_quoted(&src[i..]).ok_or_else(|| err(i, "expected a quoted label value"))?;
         i += used;
         lb.set(name, &value);
         skip_ws(&mut i);
         match b.get(i) {
             Some(b',') => i += 1,
             Some(b'}') => {}
-            Some(c) => return Err(err(i, &format!("unexpected character inside braces: {:?}", *c as char))),
+            Some(c) => {
+                return Err(err(
+                    i,
+                    &format!("unexpected character inside braces: {:?}", *c as char),
+                ));
+            }
             None => return Err(err(i, "unexpected end of input inside braces")),
         }
     }
@@ -140,7 +149,11 @@ pub fn is_histogram_values(values: &str) -> bool {
 pub fn expand_values(values: &str) -> Result<Vec<SeqValue>, SeriesError> {
     let mut out = Vec::new();
     for item in values.split_whitespace() {
-        let bad = || SeriesError(format!("parse error: invalid value {item:?} in series values"));
+        let bad = || {
+            SeriesError(format!(
+                "parse error: invalid value {item:?} in series values"
+            ))
+        };
         if item == "_" {
             out.push(None);
             continue;
@@ -163,10 +176,15 @@ pub fn expand_values(values: &str) -> Result<Vec<SeqValue>, SeriesError> {
         let split = head
             .char_indices()
             .skip(1)
-            .find(|&(i, c)| (c == '+' || c == '-') && !matches!(head.as_bytes()[i - 1], b'e' | b'E'))
+            .find(|&(i, c)| {
+                (c == '+' || c == '-') && !matches!(head.as_bytes()[i - 1], b'e' | b'E')
+            })
             .map(|(i, _)| i);
         let (start, delta) = match split {
-            Some(i) => (parse_number(&head[..i]).ok_or_else(bad)?, parse_number(&head[i..]).ok_or_else(bad)?),
+            Some(i) => (
+                parse_number(&head[..i]).ok_or_else(bad)?,
+                parse_number(&head[i..]).ok_or_else(bad)?,
+            ),
             None => (parse_number(head).ok_or_else(bad)?, 0.0),
         };
         let mut v = start;
@@ -189,13 +207,25 @@ mod tests {
 
     #[test]
     fn expanding_notation() {
-        assert_eq!(vals("1+1x3"), vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0)]);
-        assert_eq!(vals("-2+4x3"), vec![Some(-2.0), Some(2.0), Some(6.0), Some(10.0)]);
+        assert_eq!(
+            vals("1+1x3"),
+            vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0)]
+        );
+        assert_eq!(
+            vals("-2+4x3"),
+            vec![Some(-2.0), Some(2.0), Some(6.0), Some(10.0)]
+        );
         assert_eq!(vals("1x2"), vec![Some(1.0); 3]);
         assert_eq!(vals("0x10").len(), 11);
         assert_eq!(vals("10-1x2"), vec![Some(10.0), Some(9.0), Some(8.0)]);
-        assert_eq!(vals("0 _ _x2 3"), vec![Some(0.0), None, None, None, Some(3.0)]);
-        assert_eq!(vals("1e3 -Inf"), vec![Some(1000.0), Some(f64::NEG_INFINITY)]);
+        assert_eq!(
+            vals("0 _ _x2 3"),
+            vec![Some(0.0), None, None, None, Some(3.0)]
+        );
+        assert_eq!(
+            vals("1e3 -Inf"),
+            vec![Some(1000.0), Some(f64::NEG_INFINITY)]
+        );
         let s = vals("0 stale");
         assert!(is_stale_nan(s[1].unwrap()));
         assert!(expand_values("1+x").is_err());
@@ -207,8 +237,18 @@ mod tests {
         let l = parse_metric("up{job=\"prometheus\", instance='localhost:9090'}").unwrap();
         assert_eq!(l.get("__name__"), Some("up"));
         assert_eq!(l.get("instance"), Some("localhost:9090"));
-        assert_eq!(parse_metric("{alertname=\"A\",alertstate=\"firing\"}").unwrap().len(), 2);
-        assert_eq!(parse_metric("job:test:count_over_time1m{job=\"test\"}").unwrap().len(), 2);
+        assert_eq!(
+            parse_metric("{alertname=\"A\",alertstate=\"firing\"}")
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse_metric("job:test:count_over_time1m{job=\"test\"}")
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(parse_metric("").unwrap().is_empty());
         assert!(parse_metric("up{job=\"prometheus\", instance=\"localhost:9090\"").is_err());
         assert!(parse_metric("up{0=\"x\"}").is_err());
