@@ -4,15 +4,34 @@
 //! that never returns) is not started again: that would pile up a thread per cycle. It
 //! is reported as failed until it returns, and everything else carries on.
 
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vigil_proto::MetricFamily;
 use vigil_proto::exposition::{self, Format};
 
 use crate::sources::{Source, SourceError};
+
+/// One cycle's work, shared between the collecting task and its worker threads.
+struct Cycle {
+    state: Mutex<CycleState>,
+    /// Woken when the queue is empty and nothing runs.
+    finished: tokio::sync::Notify,
+}
+
+type Finished = (usize, Result<(), String>, Vec<MetricFamily>, Duration);
+
+struct CycleState {
+    /// Slots not yet started.
+    queue: VecDeque<usize>,
+    /// Started and not done: slot, start, the abandon flag of the worker running it.
+    running: Vec<(usize, Instant, Arc<AtomicBool>)>,
+    done: Vec<Finished>,
+}
 
 struct Slot {
     source: Arc<dyn Source>,
@@ -98,83 +117,160 @@ impl Collector {
     }
 
     /// Runs every source once and builds the snapshot.
+    ///
+    /// The sources run one after another on one blocking thread, which wakes this task
+    /// once, when all are done: a cycle costs two thread wake-ups, not two per source.
+    /// When a source overruns its deadline, that thread is abandoned to it (it exits
+    /// once the source returns) and a fresh one carries on with the sources not yet
+    /// started.
     pub async fn collect_once(&self) -> Snapshot {
         let cycle_start = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pending = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
+        let mut reports: Vec<Option<SourceReport>> = (0..self.slots.len()).map(|_| None).collect();
+        let mut queue = VecDeque::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
             if slot.busy.swap(true, Ordering::AcqRel) {
-                pending.push(None);
-                continue;
+                reports[i] = Some(SourceReport {
+                    name: slot.source.name(),
+                    success: false,
+                    duration: Duration::ZERO,
+                    error: Some("still running from an earlier cycle".to_owned()),
+                });
+            } else {
+                queue.push_back(i);
             }
-            let source = Arc::clone(&slot.source);
-            let busy = Arc::clone(&slot.busy);
-            pending.push(Some(tokio::task::spawn_blocking(move || {
-                let start = Instant::now();
-                let mut out = Vec::new();
-                let result = source.collect(&mut out);
-                busy.store(false, Ordering::Release);
-                (result, out, start.elapsed())
-            })));
+        }
+        let mut outstanding = queue.len();
+        let cycle = Arc::new(Cycle {
+            state: Mutex::new(CycleState {
+                queue,
+                running: Vec::new(),
+                done: Vec::new(),
+            }),
+            finished: tokio::sync::Notify::new(),
+        });
+        if outstanding > 0 {
+            self.spawn_worker(&cycle);
         }
 
         let mut families = Vec::new();
-        let mut reports = Vec::with_capacity(self.slots.len());
-        for (slot, handle) in self.slots.iter().zip(pending) {
-            let name = slot.source.name();
-            let report = match handle {
-                None => SourceReport {
-                    name,
-                    success: false,
-                    duration: self.timeout,
-                    error: Some("still running from an earlier cycle".to_owned()),
-                },
-                Some(handle) => match tokio::time::timeout_at(deadline, handle).await {
-                    Ok(Ok((result, out, duration))) => {
-                        // A source that errors after producing part of its families keeps
-                        // them: one unreadable mount must not hide the others.
-                        families.extend(out);
-                        SourceReport {
-                            name,
-                            success: result.is_ok(),
-                            duration,
-                            error: result.err().map(|e: SourceError| e.to_string()),
-                        }
+        while outstanding > 0 {
+            let next_deadline = {
+                let Ok(mut state) = cycle.state.lock() else {
+                    break;
+                };
+                for (i, result, out, duration) in state.done.drain(..) {
+                    if reports[i].is_some() {
+                        // Answered after its deadline: already reported as failed.
+                        continue;
                     }
-                    Ok(Err(join_error)) => {
-                        slot.busy.store(false, Ordering::Release);
-                        SourceReport {
-                            name,
+                    outstanding -= 1;
+                    // A source that errors after producing part of its families keeps
+                    // them: one unreadable mount must not hide the others.
+                    families.extend(out);
+                    reports[i] = Some(SourceReport {
+                        name: self.slots[i].source.name(),
+                        success: result.is_ok(),
+                        duration,
+                        error: result.err(),
+                    });
+                }
+                let now = Instant::now();
+                let mut abandoned_one = false;
+                state.running.retain(|(i, started, flag)| {
+                    if now.duration_since(*started) < self.timeout {
+                        return true;
+                    }
+                    flag.store(true, Ordering::Release);
+                    abandoned_one = true;
+                    if reports[*i].is_none() {
+                        outstanding -= 1;
+                        reports[*i] = Some(SourceReport {
+                            name: self.slots[*i].source.name(),
                             success: false,
-                            duration: cycle_start.elapsed(),
-                            error: Some(format!("source panicked: {join_error}")),
-                        }
+                            duration: self.timeout,
+                            error: Some(format!(
+                                "no answer within {:.1}s",
+                                self.timeout.as_secs_f64()
+                            )),
+                        });
                     }
-                    Err(_) => SourceReport {
-                        name,
-                        success: false,
-                        duration: self.timeout,
-                        error: Some(format!(
-                            "no answer within {:.1}s",
-                            self.timeout.as_secs_f64()
-                        )),
-                    },
-                },
+                    false
+                });
+                if abandoned_one && !state.queue.is_empty() {
+                    self.spawn_worker(&cycle);
+                }
+                let oldest = state.running.iter().map(|r| r.1).min().unwrap_or(now);
+                oldest + self.timeout
             };
+            if outstanding == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout_at(next_deadline.into(), cycle.finished.notified()).await;
+        }
+
+        let reports: Vec<SourceReport> = reports.into_iter().flatten().collect();
+        for (slot, report) in self.slots.iter().zip(&reports) {
             let was_failing = slot.failing.swap(!report.success, Ordering::Relaxed);
             match (&report.error, was_failing) {
                 (Some(error), false) => {
-                    tracing::error!(collector = name, error = %error, "collector failed")
+                    tracing::error!(collector = report.name, error = %error, "collector failed")
                 }
-                (None, true) => tracing::info!(collector = name, "collector recovered"),
+                (None, true) => tracing::info!(collector = report.name, "collector recovered"),
                 _ => {}
             }
-            reports.push(report);
         }
-
         let cycles = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         families.extend(self.health_families(&reports, cycles, cycle_start.elapsed()));
         Snapshot::new(merge_families(families), reports)
+    }
+
+    /// Starts a blocking worker that runs queued sources until the queue is empty or it
+    /// is abandoned.
+    fn spawn_worker(&self, cycle: &Arc<Cycle>) {
+        let jobs: Vec<(Arc<dyn Source>, Arc<AtomicBool>)> = self
+            .slots
+            .iter()
+            .map(|s| (Arc::clone(&s.source), Arc::clone(&s.busy)))
+            .collect();
+        let cycle = Arc::clone(cycle);
+        tokio::task::spawn_blocking(move || {
+            let abandoned = Arc::new(AtomicBool::new(false));
+            loop {
+                let i = {
+                    let Ok(mut state) = cycle.state.lock() else {
+                        return;
+                    };
+                    if abandoned.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let Some(i) = state.queue.pop_front() else {
+                        return;
+                    };
+                    state
+                        .running
+                        .push((i, Instant::now(), Arc::clone(&abandoned)));
+                    i
+                };
+                let (source, busy) = &jobs[i];
+                let start = Instant::now();
+                let mut out = Vec::new();
+                let result =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| source.collect(&mut out)));
+                let result = match result {
+                    Ok(r) => r.map_err(|e: SourceError| e.to_string()),
+                    Err(_) => Err("source panicked".to_owned()),
+                };
+                busy.store(false, Ordering::Release);
+                let Ok(mut state) = cycle.state.lock() else {
+                    return;
+                };
+                state.running.retain(|r| r.0 != i);
+                state.done.push((i, result, out, start.elapsed()));
+                if state.queue.is_empty() && state.running.is_empty() {
+                    cycle.finished.notify_one();
+                }
+            }
+        });
     }
 
     fn health_families(

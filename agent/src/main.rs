@@ -127,6 +127,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: AgentConfig) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     // One thread serves scrapes; sources run on the blocking pool, bounded so that hung
     // sources cannot pile up threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -141,6 +142,16 @@ fn serve(config: AgentConfig) -> anyhow::Result<()> {
         vigil_agent::run(config, listener, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// glibc gives each thread that allocates its own arena; the agent's few threads need
+/// no more than two, and every extra arena is resident memory on every GPU node.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 async fn shutdown_signal() {

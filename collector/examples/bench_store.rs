@@ -16,8 +16,12 @@ use vigil_collector::store::{Store, StoreOptions, TimeRange};
 use vigil_rules::promql::{Engine, Labels, MatchOp, Matcher, Matchers, parse};
 
 const GPUS: usize = 8;
-const GPU_METRICS: [&str; 4] =
-    ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_FB_USED"];
+const GPU_METRICS: [&str; 4] = [
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_FB_USED",
+];
 const START_MS: i64 = 1_764_000_000_000;
 
 struct Args {
@@ -27,7 +31,11 @@ struct Args {
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { nodes: 1_000, samples: 900, dir: None };
+    let mut a = Args {
+        nodes: 1_000,
+        samples: 900,
+        dir: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -85,8 +93,14 @@ impl SeriesGen {
         self.v = match self.shape {
             Shape::Util => (self.v + rng.below(21) as f64 - 10.0).clamp(0.0, 100.0),
             Shape::Temp => (self.v + rng.below(3) as f64 - 1.0).clamp(30.0, 90.0),
-            Shape::Power => ((self.v + (rng.below(4001) as f64 - 2000.0) / 100.0).clamp(60.0, 700.0) * 100.0).round() / 100.0,
-            Shape::Memory if rng.below(10) == 0 => (self.v + rng.below(2049) as f64 - 1024.0).max(0.0),
+            Shape::Power => {
+                ((self.v + (rng.below(4001) as f64 - 2000.0) / 100.0).clamp(60.0, 700.0) * 100.0)
+                    .round()
+                    / 100.0
+            }
+            Shape::Memory if rng.below(10) == 0 => {
+                (self.v + rng.below(2049) as f64 - 1024.0).max(0.0)
+            }
             Shape::CpuSeconds => ((self.v + rng.below(101) as f64 / 100.0) * 100.0).round() / 100.0,
             Shape::Bytes => self.v + (rng.below(1 << 20) * 64) as f64,
             Shape::Steady if rng.below(60) == 0 => self.v + 4096.0 * (rng.below(9) as f64 - 4.0),
@@ -104,7 +118,11 @@ fn node_series(node: usize, rng: &mut Rng) -> Vec<SeriesGen> {
         let mut all = pairs;
         all.push(("instance", instance.clone()));
         all.push(("node", host.clone()));
-        out.push(SeriesGen { labels: Labels::from_pairs(all), shape, v });
+        out.push(SeriesGen {
+            labels: Labels::from_pairs(all),
+            shape,
+            v,
+        });
     };
     for gpu in 0..GPUS {
         for (m, shape, v) in [
@@ -117,8 +135,21 @@ fn node_series(node: usize, rng: &mut Rng) -> Vec<SeriesGen> {
                 vec![
                     ("__name__", m.to_string()),
                     ("gpu", gpu.to_string()),
-                    ("UUID", format!("GPU-{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", node * 31 + gpu, gpu, node % 4096, gpu, node)),
-                    ("pci_bus_id", format!("00000000:{:02X}:00.0", 0x18 + gpu * 0x10)),
+                    (
+                        "UUID",
+                        format!(
+                            "GPU-{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+                            node * 31 + gpu,
+                            gpu,
+                            node % 4096,
+                            gpu,
+                            node
+                        ),
+                    ),
+                    (
+                        "pci_bus_id",
+                        format!("00000000:{:02X}:00.0", 0x18 + gpu * 0x10),
+                    ),
                     ("device", format!("nvidia{gpu}")),
                     ("modelName", "NVIDIA H100 80GB HBM3".to_string()),
                     ("Hostname", host.clone()),
@@ -132,7 +163,11 @@ fn node_series(node: usize, rng: &mut Rng) -> Vec<SeriesGen> {
         for mode in ["user", "system", "idle", "iowait"] {
             let v = rng.below(1_000_000) as f64;
             add(
-                vec![("__name__", "node_cpu_seconds_total".into()), ("cpu", cpu.to_string()), ("mode", mode.into())],
+                vec![
+                    ("__name__", "node_cpu_seconds_total".into()),
+                    ("cpu", cpu.to_string()),
+                    ("mode", mode.into()),
+                ],
                 Shape::CpuSeconds,
                 v,
             );
@@ -147,13 +182,24 @@ fn node_series(node: usize, rng: &mut Rng) -> Vec<SeriesGen> {
         add(vec![("__name__", name.into())], shape, 1e11);
     }
     for device in ["eth0", "ib0"] {
-        for name in ["node_network_receive_bytes_total", "node_network_transmit_bytes_total"] {
-            add(vec![("__name__", name.into()), ("device", device.into())], Shape::Bytes, 0.0);
+        for name in [
+            "node_network_receive_bytes_total",
+            "node_network_transmit_bytes_total",
+        ] {
+            add(
+                vec![("__name__", name.into()), ("device", device.into())],
+                Shape::Bytes,
+                0.0,
+            );
         }
     }
     for mp in ["/", "/data", "/scratch"] {
         add(
-            vec![("__name__", "node_filesystem_avail_bytes".into()), ("mountpoint", mp.into()), ("fstype", "ext4".into())],
+            vec![
+                ("__name__", "node_filesystem_avail_bytes".into()),
+                ("mountpoint", mp.into()),
+                ("fstype", "ext4".into()),
+            ],
             Shape::Steady,
             5e11,
         );
@@ -216,7 +262,10 @@ fn main() -> Result<()> {
             // Each agent scrapes on its own phase with a few ms of jitter.
             let t = START_MS + k * 1_000 + (n as i64 * 37) % 1_000 + rng.below(4) as i64;
             batch.clear();
-            batch.extend(node.iter_mut().map(|s| (s.labels.clone(), t, s.step(&mut rng))));
+            batch.extend(
+                node.iter_mut()
+                    .map(|s| (s.labels.clone(), t, s.step(&mut rng))),
+            );
             let started = Instant::now();
             let r = store.append_batch(&batch)?;
             append_time += started.elapsed();
@@ -257,7 +306,11 @@ fn main() -> Result<()> {
 
     let end = START_MS + (a.samples as i64 - 1) * 1_000 + 1_000;
     let start = end - 15 * 60_000;
-    let util = Matchers::new(vec![Matcher::new(MatchOp::Equal, "__name__", GPU_METRICS[0])]);
+    let util = Matchers::new(vec![Matcher::new(
+        MatchOp::Equal,
+        "__name__",
+        GPU_METRICS[0],
+    )]);
     let (best, median, got) = timed(7, || Ok(store.select(&util, start, end)?))?;
     let points: usize = got.iter().map(|s| s.samples.len()).sum();
     println!(
@@ -274,14 +327,26 @@ fn main() -> Result<()> {
         Matcher::new(MatchOp::Equal, "node", "gpu-node-0042"),
     ]);
     let (_, median, got) = timed(51, || Ok(store.select(&one_node, start, end)?))?;
-    println!("select one node's {} [15m]: {} series; median {:.3} ms", GPU_METRICS[0], got.len(), median.as_secs_f64() * 1e3);
+    println!(
+        "select one node's {} [15m]: {} series; median {:.3} ms",
+        GPU_METRICS[0],
+        got.len(),
+        median.as_secs_f64() * 1e3
+    );
 
     let engine = Engine::default();
     let expr = parse(r#"avg by (node) (avg_over_time(DCGM_FI_DEV_GPU_UTIL[5m]))"#)?;
     let (_, median, _) = timed(5, || Ok(engine.instant(&store, &expr, end)?))?;
-    println!("promql instant avg by (node) (avg_over_time(DCGM_FI_DEV_GPU_UTIL[5m])): median {:.1} ms", median.as_secs_f64() * 1e3);
+    println!(
+        "promql instant avg by (node) (avg_over_time(DCGM_FI_DEV_GPU_UTIL[5m])): median {:.1} ms",
+        median.as_secs_f64() * 1e3
+    );
     let (_, median, names) = timed(5, || Ok(store.label_values("node", &[], TimeRange::ALL)))?;
-    println!("label values of node: {} values; median {:.3} ms", names.len(), median.as_secs_f64() * 1e3);
+    println!(
+        "label values of node: {} values; median {:.3} ms",
+        names.len(),
+        median.as_secs_f64() * 1e3
+    );
 
     drop(store);
     let started = Instant::now();

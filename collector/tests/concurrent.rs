@@ -26,7 +26,11 @@ fn value(w: usize, i: usize, k: i64) -> f64 {
 }
 
 fn check(store: &Store, complete: bool) -> Result<usize> {
-    let m = Matchers::new(vec![Matcher::new(MatchOp::Equal, "__name__", "node_network_receive_bytes_total")]);
+    let m = Matchers::new(vec![Matcher::new(
+        MatchOp::Equal,
+        "__name__",
+        "node_network_receive_bytes_total",
+    )]);
     let got = store.select(&m, i64::MIN, i64::MAX)?;
     let mut total = 0;
     for s in &got {
@@ -36,15 +40,28 @@ fn check(store: &Store, complete: bool) -> Result<usize> {
         let i: usize = dev.trim_start_matches("eth").parse()?;
         for (k, &(t, v)) in s.samples.iter().enumerate() {
             let k = k as i64;
-            ensure!(t == k * 10_000 && v == value(w, i, k), "{}: sample {k} is ({t}, {v})", s.labels);
+            ensure!(
+                t == k * 10_000 && v == value(w, i, k),
+                "{}: sample {k} is ({t}, {v})",
+                s.labels
+            );
         }
         if complete {
-            ensure!(s.samples.len() as i64 == STEPS, "{}: {} samples", s.labels, s.samples.len());
+            ensure!(
+                s.samples.len() as i64 == STEPS,
+                "{}: {} samples",
+                s.labels,
+                s.samples.len()
+            );
         }
         total += s.samples.len();
     }
     if complete {
-        ensure!(got.len() == WRITERS * SERIES_PER_WRITER, "{} series", got.len());
+        ensure!(
+            got.len() == WRITERS * SERIES_PER_WRITER,
+            "{} series",
+            got.len()
+        );
     }
     Ok(total)
 }
@@ -62,8 +79,9 @@ fn concurrent_writers_readers_and_checkpoints() -> Result<()> {
             let store = store.clone();
             std::thread::spawn(move || -> Result<()> {
                 for k in 0..STEPS {
-                    let batch: Vec<_> =
-                        (0..SERIES_PER_WRITER).map(|i| (labels(w, i), k * 10_000, value(w, i, k))).collect();
+                    let batch: Vec<_> = (0..SERIES_PER_WRITER)
+                        .map(|i| (labels(w, i), k * 10_000, value(w, i, k)))
+                        .collect();
                     let r = store.append_batch(&batch)?;
                     ensure!(r.accepted == SERIES_PER_WRITER, "{r:?}");
                     if k % 50 == 0 {
@@ -81,7 +99,10 @@ fn concurrent_writers_readers_and_checkpoints() -> Result<()> {
             let mut last_total = 0;
             while !done.load(Ordering::Relaxed) {
                 let total = check(&store, false)?;
-                ensure!(total >= last_total, "samples went from {last_total} to {total}");
+                ensure!(
+                    total >= last_total,
+                    "samples went from {last_total} to {total}"
+                );
                 last_total = total;
                 let nodes = store.label_values("node", &[], TimeRange::ALL);
                 ensure!(nodes.len() <= WRITERS, "{nodes:?}");
@@ -113,7 +134,10 @@ fn concurrent_writers_readers_and_checkpoints() -> Result<()> {
         bail!("reader or checkpointer panicked");
     };
     let (rounds, checkpoints) = (rounds?, checkpoints?);
-    ensure!(rounds > 0 && checkpoints > 0, "reader rounds {rounds}, checkpoints {checkpoints}");
+    ensure!(
+        rounds > 0 && checkpoints > 0,
+        "reader rounds {rounds}, checkpoints {checkpoints}"
+    );
 
     let expected = WRITERS * SERIES_PER_WRITER * STEPS as usize;
     ensure!(check(&store, true)? == expected);

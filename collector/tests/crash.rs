@@ -38,18 +38,28 @@ fn labels(i: usize) -> Labels {
 /// The value series `i` gets in batch `k`; every fifth batch of series 0 is a
 /// staleness marker, to check its bits survive too.
 fn value(i: usize, k: i64) -> f64 {
-    if i == 0 && k % 5 == 4 { stale_nan() } else { (k as f64) * 0.5 + i as f64 }
+    if i == 0 && k % 5 == 4 {
+        stale_nan()
+    } else {
+        (k as f64) * 0.5 + i as f64
+    }
 }
 
 fn all_series() -> Matchers {
-    Matchers::new(vec![Matcher::new(MatchOp::Equal, "__name__", "DCGM_FI_DEV_GPU_UTIL")])
+    Matchers::new(vec![Matcher::new(
+        MatchOp::Equal,
+        "__name__",
+        "DCGM_FI_DEV_GPU_UTIL",
+    )])
 }
 
 /// Highest batch number present for series 0, or -1.
 fn last_batch(store: &Store) -> Result<i64> {
     let got = store.select(&all_series(), i64::MIN, i64::MAX)?;
     let first = got.iter().find(|s| s.labels == labels(0));
-    Ok(first.and_then(|s| s.samples.last()).map_or(-1, |&(t, _)| t / STEP_MS))
+    Ok(first
+        .and_then(|s| s.samples.last())
+        .map_or(-1, |&(t, _)| t / STEP_MS))
 }
 
 #[test]
@@ -73,7 +83,9 @@ fn child_writer() -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     for k in start.. {
-        let batch: Vec<(Labels, i64, f64)> = (0..SERIES).map(|i| (labels(i), k * STEP_MS, value(i, k))).collect();
+        let batch: Vec<(Labels, i64, f64)> = (0..SERIES)
+            .map(|i| (labels(i), k * STEP_MS, value(i, k)))
+            .collect();
         let report = store.append_batch(&batch)?;
         ensure!(report.accepted == SERIES, "batch {k}: {report:?}");
         if k % 7 == 0 {
@@ -97,14 +109,22 @@ fn verify(dir: &Path, acked: i64) -> Result<i64> {
     let got = store.select(&all_series(), i64::MIN, i64::MAX)?;
     ensure!(got.len() == SERIES, "{} series after reopen", got.len());
     for s in &got {
-        let i = (0..SERIES).find(|&i| labels(i) == s.labels).context("unknown series")?;
+        let i = (0..SERIES)
+            .find(|&i| labels(i) == s.labels)
+            .context("unknown series")?;
         for k in 0..=acked {
             let idx = usize::try_from(k)?;
             let Some(&(t, v)) = s.samples.get(idx) else {
-                bail!("series {i}: acknowledged batch {k} missing ({} samples)", s.samples.len());
+                bail!(
+                    "series {i}: acknowledged batch {k} missing ({} samples)",
+                    s.samples.len()
+                );
             };
             ensure!(t == k * STEP_MS, "series {i}: sample {idx} at {t}");
-            ensure!(v.to_bits() == value(i, k).to_bits(), "series {i} batch {k}: {v}");
+            ensure!(
+                v.to_bits() == value(i, k).to_bits(),
+                "series {i} batch {k}: {v}"
+            );
         }
     }
     last_batch(&store)
@@ -117,7 +137,13 @@ fn kill_nine_keeps_every_acknowledged_sample() -> Result<()> {
     let mut acked = -1i64;
     for round in 0..4u64 {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -141,7 +167,9 @@ fn kill_nine_keeps_every_acknowledged_sample() -> Result<()> {
         let target = 150 + round * 97;
         let mut seen = 0;
         while seen < target {
-            acked = rx.recv_timeout(Duration::from_secs(120)).context("child stopped acknowledging")?;
+            acked = rx
+                .recv_timeout(Duration::from_secs(120))
+                .context("child stopped acknowledging")?;
             seen += 1;
         }
         // Let it run on a little, a different while each round, so the kill lands at
@@ -153,8 +181,13 @@ fn kill_nine_keeps_every_acknowledged_sample() -> Result<()> {
         let _ = reader.join();
         acked = rx.try_iter().fold(acked, i64::max);
         let present = verify(dir.path(), acked)?;
-        ensure!(present >= acked, "round {round}: last batch {present} < acknowledged {acked}");
-        eprintln!("round {round}: {seen} acks, acknowledged up to {acked}, present up to {present}");
+        ensure!(
+            present >= acked,
+            "round {round}: last batch {present} < acknowledged {acked}"
+        );
+        eprintln!(
+            "round {round}: {seen} acks, acknowledged up to {acked}, present up to {present}"
+        );
         // The next round continues after what is present.
         acked = present;
     }
@@ -163,6 +196,9 @@ fn kill_nine_keeps_every_acknowledged_sample() -> Result<()> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint."))
         .count();
-    ensure!(checkpoints == 1, "expected one checkpoint in {wal:?}, found {checkpoints}");
+    ensure!(
+        checkpoints == 1,
+        "expected one checkpoint in {wal:?}, found {checkpoints}"
+    );
     Ok(())
 }

@@ -4,7 +4,9 @@
 
 use anyhow::Result;
 use vigil_collector::store::{Store, StoreOptions};
-use vigil_rules::promql::{Engine, Labels, MemoryStorage, Series, Storage, parse, stale_nan};
+use vigil_rules::promql::{
+    Engine, Labels, MemoryStorage, Series, Storage, Value, parse, stale_nan,
+};
 
 const START_MS: i64 = 1_700_000_000_000;
 const MINUTES: i64 = 40;
@@ -82,7 +84,33 @@ const QUERIES: &[&str] = &[
 
 fn canonical(mut series: Vec<Series>) -> Vec<(Labels, Vec<(i64, u64)>)> {
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
-    series.into_iter().map(|s| (s.labels, s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect())).collect()
+    series
+        .into_iter()
+        .map(|s| {
+            (
+                s.labels,
+                s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
+            )
+        })
+        .collect()
+}
+
+/// An instant result in a comparable, order-independent form.
+fn instant(v: Value) -> Vec<(Labels, i64, u64)> {
+    let mut out: Vec<(Labels, i64, u64)> = match v {
+        Value::Vector(samples) => samples
+            .into_iter()
+            .map(|s| (s.labels, s.t_ms, s.v.to_bits()))
+            .collect(),
+        Value::Scalar { t_ms, v } => vec![(Labels::empty(), t_ms, v.to_bits())],
+        Value::Matrix(series) => canonical(series)
+            .into_iter()
+            .flat_map(|(l, samples)| samples.into_iter().map(move |(t, v)| (l.clone(), t, v)))
+            .collect(),
+        Value::String { t_ms, .. } => vec![(Labels::empty(), t_ms, 0)],
+    };
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    out
 }
 
 fn compare(engine: &Engine, store: &dyn Storage, reference: &dyn Storage) -> Result<usize> {
@@ -94,6 +122,12 @@ fn compare(engine: &Engine, store: &dyn Storage, reference: &dyn Storage) -> Res
         let want = engine.range(reference, &expr, start, end, 30_000)?;
         points += want.iter().map(|s| s.samples.len()).sum::<usize>();
         assert_eq!(canonical(got), canonical(want), "query {q}");
+        // Instant queries take the engine's latest-sample path for plain selectors.
+        for t in (start..=end).step_by(97_000) {
+            let got = instant(engine.instant(store, &expr, t)?);
+            let want = instant(engine.instant(reference, &expr, t)?);
+            assert_eq!(got, want, "instant query {q} at {t}");
+        }
     }
     Ok(points)
 }

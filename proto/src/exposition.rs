@@ -152,6 +152,13 @@ fn write_sample(name: &str, suffix: &str, sample: &Sample, value: f64, out: &mut
 }
 
 fn escape_help(help: &str, escape_quote: bool, out: &mut String) {
+    if !help
+        .bytes()
+        .any(|b| b == b'\\' || b == b'\n' || (escape_quote && b == b'"'))
+    {
+        out.push_str(help);
+        return;
+    }
     for c in help.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -163,6 +170,10 @@ fn escape_help(help: &str, escape_quote: bool, out: &mut String) {
 }
 
 fn escape_label_value(v: &str, out: &mut String) {
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'"')) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

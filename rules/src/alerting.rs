@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::promql::{InstantSample, Labels, LabelsBuilder, METRIC_NAME};
 use crate::rulefile::{Recovery, Rule};
-use crate::template::{Env, Template, TemplateError, alert_data};
+use crate::template::{Env, Template, TemplateError, alert_data, expand_parsed};
 
 /// How long a resolved alert is kept (and re-sent) before it is forgotten.
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -152,13 +152,13 @@ impl AlertingRule {
             let mut lb: LabelsBuilder = s.labels.to_builder();
             lb.del(METRIC_NAME);
             for (k, t) in &self.label_templates {
-                lb.set(k, &expand(t, &data, env));
+                lb.set(k, &expand_parsed(t, name, &data, env));
             }
             lb.set("alertname", name);
             let annotations: Vec<(String, String)> = self
                 .annotation_templates
                 .iter()
-                .map(|(k, t)| (k.clone(), expand(t, &data, env)))
+                .map(|(k, t)| (k.clone(), expand_parsed(t, name, &data, env)))
                 .collect();
             let labels = lb.build();
             if fresh.contains_key(&labels) {
@@ -254,22 +254,6 @@ impl AlertingRule {
             });
         }
         Ok(out)
-    }
-}
-
-/// A template's expansion, or Prometheus's error text in its place.
-fn expand(
-    t: &Result<Template, TemplateError>,
-    data: &crate::template::Val,
-    env: &Env<'_>,
-) -> String {
-    match t
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|t| t.execute(data, env))
-    {
-        Ok(s) => s,
-        Err(e) => format!("<error expanding template: {e}>"),
     }
 }
 

@@ -29,6 +29,18 @@ pub fn check_files(paths: &[PathBuf], out: &mut dyn Write) -> i32 {
                 if dups.is_empty() {
                     let n: usize = file.groups.iter().map(|g| g.rules.len()).sum();
                     let _ = writeln!(out, "  SUCCESS: {n} rules found");
+                    let with_recovery = file
+                        .groups
+                        .iter()
+                        .flat_map(|g| &g.rules)
+                        .filter(|r| r.recovery.is_some())
+                        .count();
+                    if with_recovery > 0 {
+                        let _ = writeln!(
+                            out,
+                            "  NOTE: {with_recovery} rule(s) use Vigil's recovery: extension; Prometheus will not load this file"
+                        );
+                    }
                 } else {
                     let _ = writeln!(out, "  FAILED:");
                     let _ = writeln!(out, "{}", duplicates_message(&dups));

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use crate::alerting::{Alert, AlertState, AlertingRule};
 use crate::promql::{
     Engine, InstantSample, Labels, LabelsBuilder, METRIC_NAME, Matchers, MemoryStorage, Series,
-    Storage, StorageError, Value, stale_nan,
+    SeriesVisitor, Storage, StorageError, Value, stale_nan,
 };
-use crate::rulefile::{Rule, RuleGroup, RuleKind};
+use crate::rulefile::{Recovery, Rule, RuleError, RuleGroup, RuleKind, load_file};
 use crate::template::{Env, QuerySample};
 
 /// Settings Prometheus takes from its global config and flags.
@@ -57,6 +57,8 @@ enum GroupRule {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertTransition {
     pub rule: String,
+    /// The rule's `recovery:` block, for the remediation policy to act on.
+    pub recovery: Option<Recovery>,
     pub from: AlertState,
     pub to: AlertState,
     pub alert: Alert,
@@ -98,18 +100,16 @@ struct Overlay<'a> {
     fresh: &'a MemoryStorage,
 }
 
-impl Storage for Overlay<'_> {
-    fn select(
+impl Overlay<'_> {
+    /// Base and fresh series merged; a fresh sample replaces a base one at the same time.
+    fn merged(
         &self,
         m: &Matchers,
         start_ms: i64,
         end_ms: i64,
+        fresh: Vec<Series>,
     ) -> Result<Vec<Series>, StorageError> {
         let mut out = self.base.select(m, start_ms, end_ms)?;
-        let fresh = self.fresh.select(m, start_ms, end_ms)?;
-        if fresh.is_empty() {
-            return Ok(out);
-        }
         let index: HashMap<Labels, usize> = out
             .iter()
             .enumerate()
@@ -133,6 +133,67 @@ impl Storage for Overlay<'_> {
     }
 }
 
+/// Reads go straight to the caller's store unless this evaluation already wrote a
+/// matching series, so the engine's fast paths stay fast.
+impl Storage for Overlay<'_> {
+    fn select(
+        &self,
+        m: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        let fresh = self.fresh.select(m, start_ms, end_ms)?;
+        if fresh.is_empty() {
+            return self.base.select(m, start_ms, end_ms);
+        }
+        self.merged(m, start_ms, end_ms, fresh)
+    }
+
+    fn select_each(
+        &self,
+        m: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut SeriesVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        let fresh = self.fresh.select(m, start_ms, end_ms)?;
+        if fresh.is_empty() {
+            return self.base.select_each(m, start_ms, end_ms, f);
+        }
+        for s in self.merged(m, start_ms, end_ms, fresh)? {
+            f(&s.labels, &s.samples);
+        }
+        Ok(())
+    }
+
+    fn select_latest(
+        &self,
+        m: &Matchers,
+        t_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(Labels, i64, f64)>, StorageError> {
+        let fresh = self.fresh.select_latest(m, t_ms, lookback_ms)?;
+        let mut out = self.base.select_latest(m, t_ms, lookback_ms)?;
+        if fresh.is_empty() {
+            return Ok(out);
+        }
+        let index: HashMap<Labels, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.0.clone(), i))
+            .collect();
+        for s in fresh {
+            match index.get(&s.0) {
+                // The fresh sample wins at the same time: it was written this round.
+                Some(&i) if out[i].1 <= s.1 => out[i] = s,
+                Some(_) => {}
+                None => out.push(s),
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn to_vector(v: Value) -> Result<Vec<InstantSample>, String> {
     match v {
         Value::Vector(v) => Ok(v),
@@ -142,6 +203,24 @@ fn to_vector(v: Value) -> Result<Vec<InstantSample>, String> {
             v,
         }]),
         _ => Err("rule result is not a vector or scalar".into()),
+    }
+}
+
+/// Loads rule files and builds an evaluator per group, in file order. Every file is
+/// read; the errors of all of them are returned together.
+pub fn load_groups(paths: &[PathBuf], opts: &GroupOptions) -> Result<Vec<Group>, Vec<RuleError>> {
+    let mut groups = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match load_file(p) {
+            Ok(f) => groups.extend(f.groups.iter().map(|g| Group::new(p.clone(), g, opts))),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(errors)
     }
 }
 
@@ -267,6 +346,7 @@ impl Group {
                         if from != x.state {
                             res.transitions.push(AlertTransition {
                                 rule: a.rule.name.clone(),
+                                recovery: a.rule.recovery.clone(),
                                 from,
                                 to: x.state,
                                 alert: x.clone(),
@@ -279,6 +359,7 @@ impl Group {
                         if from != AlertState::Inactive && !now.contains(&l) {
                             res.transitions.push(AlertTransition {
                                 rule: a.rule.name.clone(),
+                                recovery: a.rule.recovery.clone(),
                                 from,
                                 to: AlertState::Inactive,
                                 alert: Alert {

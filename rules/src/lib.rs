@@ -27,5 +27,5 @@ pub mod unittest;
 pub mod yaml;
 
 pub use check::check_files;
-pub use unittest::test_files;
 pub use rulefile_validate::check_script_name;
+pub use unittest::test_files;

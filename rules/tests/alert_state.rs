@@ -302,3 +302,80 @@ fn restore_ignores_state_older_than_the_outage_tolerance() {
         "starts over from the restart"
     );
 }
+
+#[test]
+fn transitions_carry_the_recovery_block() {
+    let yaml = "groups:\n- name: g\n  rules:\n  - alert: GpuFellOffBus\n    expr: up == 0\n    recovery:\n      script: reset-gpu\n      args_from_labels: [job]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("recovery.yml");
+    std::fs::write(&path, yaml).expect("write");
+    let mut groups =
+        vigil_rules::group::load_groups(std::slice::from_ref(&path), &no_restore()).expect("loads");
+    let mut st = MemoryStorage::new();
+    up(&mut st, "a", 0, 0.0);
+    let r = step(&mut groups[0], &mut st, 0);
+    let fired = r
+        .transitions
+        .iter()
+        .find(|t| t.to == AlertState::Firing)
+        .expect("fired");
+    let rec = fired.recovery.as_ref().expect("recovery");
+    assert_eq!(
+        (rec.script.as_str(), rec.args_from_labels.as_slice()),
+        ("reset-gpu", &["job".to_string()][..])
+    );
+    assert_eq!(fired.alert.labels.get("job"), Some("a"));
+
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: up ==\n",
+    )
+    .expect("write");
+    let errs = vigil_rules::group::load_groups(&[path, bad], &no_restore()).expect_err("bad file");
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("bad.yml: 5:11: group \"g\", rule 1, \"X\": could not parse expression"),
+        "{errs:?}"
+    );
+}
+
+/// The collector moves groups onto blocking threads.
+#[test]
+fn groups_can_move_between_threads() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Group>();
+    assert_send::<GroupResult>();
+}
+
+/// Later rules read this round's alert series merged with earlier rounds' (instant and
+/// range reads both).
+#[test]
+fn later_rules_see_this_rounds_alert_series() {
+    let yaml = r#"
+groups:
+- name: g
+  rules:
+  - alert: Down
+    expr: up == 0
+  - record: alerts:count
+    expr: count(ALERTS{alertstate="firing"})
+  - record: alerts:samples10m
+    expr: count_over_time(ALERTS{alertstate="firing"}[10m])
+"#;
+    let mut g = group(yaml, &no_restore());
+    let mut st = MemoryStorage::new();
+    for i in 0..3 {
+        up(&mut st, "a", i * MIN, 0.0);
+        let r = step(&mut g, &mut st, i * MIN);
+        let get = |name: &str| {
+            r.samples
+                .iter()
+                .find(|s| s.labels.name() == Some(name))
+                .map(|s| s.v)
+        };
+        assert_eq!(get("alerts:count"), Some(1.0), "round {i}");
+        assert_eq!(get("alerts:samples10m"), Some((i + 1) as f64), "round {i}");
+    }
+}

@@ -10,7 +10,10 @@ fn promql_conformance_ratchet() -> anyhow::Result<()> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = manifest.join("../../shared/conformance/promql");
     let entries = std::fs::read_dir(&dir).with_context(|| {
-        format!("promqltest files not found in {} (expected the shared conformance checkout)", dir.display())
+        format!(
+            "promqltest files not found in {} (expected the shared conformance checkout)",
+            dir.display()
+        )
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))

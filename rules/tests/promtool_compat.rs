@@ -71,6 +71,12 @@ fn unit_test_verdicts_match_promtool() {
     let pack_tests = yaml_files(&packs_dir().join("tests"));
     assert!(!pack_tests.is_empty(), "no pack tests in rules/packs/tests");
     files.extend(pack_tests);
+    // Our own corner cases (templates, keep_firing_for, group order), judged by promtool.
+    files.extend(
+        yaml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata"))
+            .into_iter()
+            .filter(|p| is_test_file(p)),
+    );
     assert!(
         files.len() >= 11 + 2,
         "expected the 11 conformance test files and the pack tests, found {files:?}"
@@ -115,6 +121,11 @@ fn check_verdicts_match_promtool() {
             .is_some_and(|n| n.starts_with("bad-") && !is_test_file(p))
     }));
     files.extend(yaml_files(&packs_dir()));
+    files.extend(
+        yaml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata"))
+            .into_iter()
+            .filter(|p| !is_test_file(p)),
+    );
     let mut mismatches = Vec::new();
     for f in &files {
         let expected = promtool(&["check", "rules"], f);
@@ -155,5 +166,9 @@ fn recovery_rules_load_in_vigil_but_not_in_prometheus() {
     .expect("write");
     let (ours, report) = ours_check(&f);
     assert_eq!(ours, 0, "{report}");
+    assert!(
+        report.contains("NOTE: 1 rule(s) use Vigil's recovery: extension"),
+        "{report}"
+    );
     assert_eq!(promtool(&["check", "rules"], &f), 1);
 }

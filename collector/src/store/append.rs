@@ -43,7 +43,11 @@ impl Rejection {
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("{}: {labels} at {t_ms}", reason.as_str())]
-    Rejected { labels: Labels, t_ms: i64, reason: Rejection },
+    Rejected {
+        labels: Labels,
+        t_ms: i64,
+        reason: Rejection,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -85,7 +89,11 @@ impl Store {
     pub fn append(&self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), AppendError> {
         let report = self.append_batch(&[(labels.clone(), t_ms, v)])?;
         match report.first_rejection {
-            Some((labels, t_ms, reason)) => Err(AppendError::Rejected { labels, t_ms, reason }),
+            Some((labels, t_ms, reason)) => Err(AppendError::Rejected {
+                labels,
+                t_ms,
+                reason,
+            }),
             None => Ok(()),
         }
     }
@@ -121,7 +129,9 @@ impl Store {
                         s
                     }
                 };
-                let tail = tails.entry(series.id).or_insert_with(|| lock(&series.data).last());
+                let tail = tails
+                    .entry(series.id)
+                    .or_insert_with(|| lock(&series.data).last());
                 match SeriesData::judge(*tail, t, v, window) {
                     Verdict::Append => {
                         *tail = Some((t, v.to_bits()));
@@ -136,7 +146,12 @@ impl Store {
         }
 
         if !staged.is_empty() {
-            let Writer { wal, frames, payload, .. } = &mut *w;
+            let Writer {
+                wal,
+                frames,
+                payload,
+                ..
+            } = &mut *w;
             frames.clear();
             if !created.is_empty() {
                 payload.clear();
@@ -152,7 +167,9 @@ impl Store {
         }
 
         if !created.is_empty() {
-            self.counters.series_created.fetch_add(created.len() as u64, Ordering::Relaxed);
+            self.counters
+                .series_created
+                .fetch_add(created.len() as u64, Ordering::Relaxed);
             let mut index = write(&self.index);
             for s in created.into_values() {
                 index.insert(s);
@@ -164,18 +181,25 @@ impl Store {
             match data.apply(*t, *v) {
                 Applied::Stored => report.accepted += 1,
                 Applied::Duplicate => report.duplicates += 1,
-                Applied::Conflict => report.refuse(&series.labels, *t, Rejection::DuplicateConflict),
+                Applied::Conflict => {
+                    report.refuse(&series.labels, *t, Rejection::DuplicateConflict)
+                }
             }
             self.counters.track(before, size_of_data(&data));
         }
         drop(w);
 
         let c = &self.counters;
-        c.samples_appended.fetch_add(report.accepted as u64, Ordering::Relaxed);
-        c.duplicates.fetch_add(report.duplicates as u64, Ordering::Relaxed);
-        c.out_of_order.fetch_add(report.out_of_order as u64, Ordering::Relaxed);
-        c.conflicts.fetch_add(report.conflicts as u64, Ordering::Relaxed);
-        c.too_old.fetch_add(report.too_old as u64, Ordering::Relaxed);
+        c.samples_appended
+            .fetch_add(report.accepted as u64, Ordering::Relaxed);
+        c.duplicates
+            .fetch_add(report.duplicates as u64, Ordering::Relaxed);
+        c.out_of_order
+            .fetch_add(report.out_of_order as u64, Ordering::Relaxed);
+        c.conflicts
+            .fetch_add(report.conflicts as u64, Ordering::Relaxed);
+        c.too_old
+            .fetch_add(report.too_old as u64, Ordering::Relaxed);
         Ok(report)
     }
 
@@ -191,7 +215,10 @@ impl Store {
         if !needs_marker {
             return Ok(false);
         }
-        Ok(self.append_batch(&[(labels.clone(), t_ms, stale_nan())])?.accepted == 1)
+        Ok(self
+            .append_batch(&[(labels.clone(), t_ms, stale_nan())])?
+            .accepted
+            == 1)
     }
 
     /// Marks every live series matching `matchers` stale at `t_ms` (a node went away:
@@ -216,7 +243,8 @@ impl Store {
 }
 
 fn needs_marker(data: &SeriesData, t_ms: i64) -> bool {
-    data.last().is_some_and(|(t, bits)| t < t_ms && bits != STALE_NAN_BITS)
+    data.last()
+        .is_some_and(|(t, bits)| t < t_ms && bits != STALE_NAN_BITS)
 }
 
 #[cfg(test)]
@@ -242,12 +270,25 @@ mod tests {
         s.append(&up("a"), 100_000, 1.0).unwrap();
         s.append(&up("a"), 100_000, 1.0).unwrap();
         let err = s.append(&up("a"), 100_000, 2.0).unwrap_err();
-        assert!(err.to_string().starts_with("duplicate sample for timestamp"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("duplicate sample for timestamp"),
+            "{err}"
+        );
         s.append(&up("a"), 95_000, 0.5).unwrap();
         let err = s.append(&up("a"), 89_999, 0.5).unwrap_err();
-        assert!(matches!(err, AppendError::Rejected { reason: Rejection::OutOfOrder, .. }));
+        assert!(matches!(
+            err,
+            AppendError::Rejected {
+                reason: Rejection::OutOfOrder,
+                ..
+            }
+        ));
         let st = s.stats();
-        assert_eq!((st.samples_appended, st.duplicates, st.duplicate_conflicts), (2, 1, 1));
+        assert_eq!(
+            (st.samples_appended, st.duplicates, st.duplicate_conflicts),
+            (2, 1, 1)
+        );
         assert_eq!(st.out_of_order_rejected, 1);
         let m = Matchers::new(vec![Matcher::new(MatchOp::Equal, "job", "a")]);
         let got = s.select(&m, 0, 200_000).unwrap();
@@ -279,12 +320,27 @@ mod tests {
         for job in ["a", "b"] {
             s.append(&up(job), 1_000, 1.0).unwrap();
         }
-        s.append(&Labels::from_pairs([("__name__", "other"), ("job", "a")]), 1_000, 1.0).unwrap();
+        s.append(
+            &Labels::from_pairs([("__name__", "other"), ("job", "a")]),
+            1_000,
+            1.0,
+        )
+        .unwrap();
         let m = Matchers::new(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]);
         assert_eq!(s.mark_stale_matching(&m, 2_000).unwrap(), 2);
-        assert_eq!(s.mark_stale_matching(&m, 3_000).unwrap(), 0, "already stale");
+        assert_eq!(
+            s.mark_stale_matching(&m, 3_000).unwrap(),
+            0,
+            "already stale"
+        );
         assert!(!s.mark_stale(&up("a"), 4_000).unwrap());
-        assert!(s.mark_stale(&Labels::from_pairs([("__name__", "other"), ("job", "a")]), 2_000).unwrap());
+        assert!(
+            s.mark_stale(
+                &Labels::from_pairs([("__name__", "other"), ("job", "a")]),
+                2_000
+            )
+            .unwrap()
+        );
         let got = s.select(&m, 0, 10_000).unwrap();
         for series in got {
             let (t, v) = series.samples[1];

@@ -12,7 +12,10 @@ pub(crate) struct BitWriter {
 
 impl BitWriter {
     pub(crate) fn with_capacity(bytes: usize) -> Self {
-        Self { bytes: Vec::with_capacity(bytes), free_bits: 0 }
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            free_bits: 0,
+        }
     }
 
     /// Writes one bit.
@@ -78,7 +81,12 @@ pub(crate) struct BitReader<'a> {
 
 impl<'a> BitReader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, next: 0, buf: 0, avail: 0 }
+        Self {
+            bytes,
+            next: 0,
+            buf: 0,
+            avail: 0,
+        }
     }
 
     /// Tops the register up to at least 57 valid bits, or to the end of the stream.

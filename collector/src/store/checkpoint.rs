@@ -45,7 +45,9 @@ pub(crate) fn latest(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
         let entry = entry.map_err(io_err("list", dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
         if rest.ends_with(TMP_SUFFIX) {
             let p = entry.path();
             tracing::info!(file = %p.display(), "removing unfinished checkpoint");
@@ -79,7 +81,12 @@ pub(crate) fn load(
         let offset = frames.offset;
         let Some(payload) = frames.next() else { break };
         match record::decode(payload) {
-            Ok(Record::Snapshot { id, labels, chunks, open }) => {
+            Ok(Record::Snapshot {
+                id,
+                labels,
+                chunks,
+                open,
+            }) => {
                 on_series(id, labels, SeriesData::from_parts(chunks, &open));
             }
             Ok(_) => return Err(corrupt(offset, "unexpected record type".into())),
@@ -120,7 +127,14 @@ impl Store {
                 // to one, and retention removes it later if it stays empty.
                 let data = lock(&s.data);
                 let (chunks, open) = data.parts();
-                record::encode_snapshot(&mut payload, s.id, &s.labels, chunks, open.count(), open.bytes());
+                record::encode_snapshot(
+                    &mut payload,
+                    s.id,
+                    &s.labels,
+                    chunks,
+                    open.count(),
+                    open.bytes(),
+                );
             }
             frame(&mut framed, &payload);
             out.write_all(&framed).map_err(io_err("write", &tmp))?;
@@ -151,9 +165,22 @@ impl Store {
             }
         }
         sync_dir(dir)?;
-        self.counters.checkpoint_bytes.store(bytes, Ordering::Relaxed);
-        tracing::info!(segment, series = series.len(), bytes, wal_bytes_freed, "checkpoint written");
-        Ok(CheckpointReport { segment, series: series.len(), bytes, wal_bytes_freed })
+        self.counters
+            .checkpoint_bytes
+            .store(bytes, Ordering::Relaxed);
+        tracing::info!(
+            segment,
+            series = series.len(),
+            bytes,
+            wal_bytes_freed,
+            "checkpoint written"
+        );
+        Ok(CheckpointReport {
+            segment,
+            series: series.len(),
+            bytes,
+            wal_bytes_freed,
+        })
     }
 }
 
@@ -168,11 +195,14 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let mut opts = StoreOptions::new(dir.path());
         opts.wal_segment_bytes = 4096;
-        let labels = |i: usize| Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]);
+        let labels =
+            |i: usize| Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]);
         {
             let store = Store::open(opts.clone())?;
             for t in 0..300 {
-                let batch: Vec<_> = (0..10).map(|i| (labels(i), t * 1_000, (t * i as i64) as f64)).collect();
+                let batch: Vec<_> = (0..10)
+                    .map(|i| (labels(i), t * 1_000, (t * i as i64) as f64))
+                    .collect();
                 store.append_batch(&batch)?;
             }
             let report = store.checkpoint()?;
@@ -186,7 +216,10 @@ mod tests {
         let wal_dir = dir.path().join("wal");
         let segments = super::super::wal::list_segments(&wal_dir)?;
         let covered = latest(&wal_dir)?.map_or(0, |c| c.0);
-        assert!(covered > 1 && segments.iter().all(|&s| s >= covered), "{segments:?} vs {covered}");
+        assert!(
+            covered > 1 && segments.iter().all(|&s| s >= covered),
+            "{segments:?} vs {covered}"
+        );
 
         let store = Store::open(opts)?;
         assert_eq!(store.stats().series, 11);
@@ -211,13 +244,17 @@ mod tests {
             store.append(&Labels::from_pairs([("__name__", "x")]), 1, 1.0)?;
             store.checkpoint()?;
         }
-        let (_, path) = latest(&dir.path().join("wal"))?.ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
+        let (_, path) =
+            latest(&dir.path().join("wal"))?.ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
         let mut bytes = fs::read(&path)?;
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&path, bytes)?;
         let err = Store::open(opts).unwrap_err();
-        assert!(matches!(err, StoreError::CorruptCheckpoint { offset: 0, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::CorruptCheckpoint { offset: 0, .. }),
+            "{err}"
+        );
         Ok(())
     }
 }

@@ -150,7 +150,12 @@ impl ChunkEncoder {
 
     /// Closes the chunk; the buffer is trimmed to its length.
     pub(crate) fn finish(self) -> Chunk {
-        Chunk { min_t: self.min_t, max_t: self.t, count: self.count, data: self.bits.into_boxed() }
+        Chunk {
+            min_t: self.min_t,
+            max_t: self.t,
+            count: self.count,
+            data: self.bits.into_boxed(),
+        }
     }
 
     fn write_dod(&mut self, dod: i64) {
@@ -197,7 +202,11 @@ impl ChunkEncoder {
 }
 
 fn mask(width: u8) -> u64 {
-    if width == 64 { u64::MAX } else { (1u64 << width) - 1 }
+    if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    }
 }
 
 fn fits_signed(x: i64, width: u8) -> bool {
@@ -281,7 +290,11 @@ impl<'a> ChunkIter<'a> {
             }
             _ => {
                 let dod = self.read_dod()?;
-                self.delta = if self.read == 1 { dod } else { self.delta.wrapping_add(dod) };
+                self.delta = if self.read == 1 {
+                    dod
+                } else {
+                    self.delta.wrapping_add(dod)
+                };
                 self.t = self.t.wrapping_add(self.delta);
                 self.v_bits = self.read_xor()?;
             }
@@ -321,11 +334,18 @@ mod tests {
     fn round_trip(samples: &[(i64, f64)]) {
         let enc = ChunkEncoder::from_samples(samples);
         let chunk = enc.clone().finish();
-        for decoded in [enc.iter().collect::<Vec<_>>(), chunk.iter().collect::<Vec<_>>()] {
+        for decoded in [
+            enc.iter().collect::<Vec<_>>(),
+            chunk.iter().collect::<Vec<_>>(),
+        ] {
             assert_eq!(decoded.len(), samples.len());
             for (i, (got, want)) in decoded.iter().zip(samples).enumerate() {
                 assert_eq!(got.0, want.0, "timestamp {i}");
-                assert_eq!(got.1.to_bits(), want.1.to_bits(), "value {i} of {samples:?}");
+                assert_eq!(
+                    got.1.to_bits(),
+                    want.1.to_bits(),
+                    "value {i} of {samples:?}"
+                );
             }
         }
         assert_eq!(chunk.count as usize, samples.len());
@@ -391,22 +411,39 @@ mod tests {
 
     #[test]
     fn extreme_timestamps_and_values() {
-        round_trip(&[(i64::MIN, -0.0), (i64::MAX, f64::from_bits(STALE)), (0, f64::NAN)]);
-        round_trip(&[(-5, f64::INFINITY), (-4, f64::NEG_INFINITY), (i64::MAX, 0.0)]);
+        round_trip(&[
+            (i64::MIN, -0.0),
+            (i64::MAX, f64::from_bits(STALE)),
+            (0, f64::NAN),
+        ]);
+        round_trip(&[
+            (-5, f64::INFINITY),
+            (-4, f64::NEG_INFINITY),
+            (i64::MAX, 0.0),
+        ]);
         round_trip(&[(42, 1.5)]);
         round_trip(&[]);
     }
 
     #[test]
     fn steady_series_compress_well() {
-        let samples: Vec<(i64, f64)> =
-            (0..120).map(|i| (1_700_000_000_000 + i * 1_000, (i % 7) as f64)).collect();
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| (1_700_000_000_000 + i * 1_000, (i % 7) as f64))
+            .collect();
         let chunk = ChunkEncoder::from_samples(&samples).finish();
         // 16 bytes for the first sample, then 1 bit of timestamp and a short XOR each.
-        assert!(chunk.data.len() < 16 + 120 * 3, "{} bytes", chunk.data.len());
+        assert!(
+            chunk.data.len() < 16 + 120 * 3,
+            "{} bytes",
+            chunk.data.len()
+        );
         let constant: Vec<(i64, f64)> = (0..120).map(|i| (i * 15_000, 3.25)).collect();
         let chunk = ChunkEncoder::from_samples(&constant).finish();
-        assert!(chunk.data.len() <= 16 + 4 + 30 + 2, "{} bytes", chunk.data.len());
+        assert!(
+            chunk.data.len() <= 16 + 4 + 30 + 2,
+            "{} bytes",
+            chunk.data.len()
+        );
     }
 
     #[test]

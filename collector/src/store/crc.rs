@@ -62,7 +62,11 @@ mod tests {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ POLY } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ POLY
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -78,9 +82,15 @@ mod tests {
 
     #[test]
     fn sliced_matches_bitwise_at_every_length() {
-        let data: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         for len in 0..data.len() {
-            assert_eq!(crc32c(&data[..len]), reference(&data[..len]), "length {len}");
+            assert_eq!(
+                crc32c(&data[..len]),
+                reference(&data[..len]),
+                "length {len}"
+            );
         }
     }
 }

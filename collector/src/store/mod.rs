@@ -17,6 +17,8 @@
 //! - `series`: one series' chunks and the in-order / out-of-order append rules.
 //! - `postings`: the label index and matcher evaluation.
 //! - `record`, `wal`, `crc`: WAL record payloads, segment files and framing.
+//! - `replay`: rebuilding the head from the WAL on open.
+//! - `hash`: the fast hasher for the head's maps.
 //! - `append`: the append path and staleness markers.
 //! - `checkpoint`: snapshots of the head that let old WAL segments go.
 //! - `retention`: dropping old chunks and empty series.
@@ -31,6 +33,7 @@ mod hash;
 mod postings;
 mod query;
 mod record;
+mod replay;
 mod retention;
 mod series;
 #[cfg(test)]
@@ -51,7 +54,6 @@ pub use series::SeriesId;
 pub use wal::WalError;
 
 use postings::Index;
-use record::Record;
 use series::{MemSeries, SeriesData};
 
 /// Settings of a store; every field has a default through [`StoreOptions::new`].
@@ -61,7 +63,9 @@ pub struct StoreOptions {
     pub data_dir: PathBuf,
     /// How long samples are kept, relative to the `now_ms` given to retention.
     pub retention_ms: i64,
-    /// How far behind a series' newest sample a sample may still be inserted.
+    /// How far behind its series' newest sample a sample may still be inserted. Measured
+    /// per series (Prometheus measures from the newest sample in the whole head), so one
+    /// node with a clock running ahead cannot shrink the window for the others.
     /// Prometheus's default is 0; a few minutes absorb agents that resend a batch
     /// after a reconnect. 0 rejects every out-of-order sample.
     pub out_of_order_window_ms: i64,
@@ -93,7 +97,11 @@ pub enum StoreError {
     /// A checkpoint is written to a temporary file and renamed, so a damaged one means
     /// the disk lost data; opening refuses rather than silently dropping series.
     #[error("checkpoint {path} is damaged at offset {offset}: {reason}")]
-    CorruptCheckpoint { path: PathBuf, offset: usize, reason: String },
+    CorruptCheckpoint {
+        path: PathBuf,
+        offset: usize,
+        reason: String,
+    },
 }
 
 /// Counters and gauges for the collector's own `/metrics`.
@@ -144,8 +152,10 @@ struct Counters {
 impl Counters {
     /// Applies the size change of one series' data.
     fn track(&self, before: (usize, usize), after: (usize, usize)) {
-        self.chunk_bytes.fetch_add(after.0 as i64 - before.0 as i64, Ordering::Relaxed);
-        self.head_samples.fetch_add(after.1 as i64 - before.1 as i64, Ordering::Relaxed);
+        self.chunk_bytes
+            .fetch_add(after.0 as i64 - before.0 as i64, Ordering::Relaxed);
+        self.head_samples
+            .fetch_add(after.1 as i64 - before.1 as i64, Ordering::Relaxed);
     }
 }
 
@@ -206,47 +216,18 @@ impl Store {
             None => 1,
         };
 
-        // WAL ids that turned out to name an already known label set.
-        let mut alias: hash::FxHashMap<SeriesId, SeriesId> = hash::FxHashMap::default();
-        let mut unknown_refs = 0u64;
-        let mut malformed = 0u64;
+        let mut replayer = replay::Replayer::new(&mut index, &counters, max_id);
         let last_segment = wal::replay(&wal_dir, first_segment, |seg, payload| {
-            match record::decode(payload) {
-                Ok(Record::Series(series)) => {
-                    for (id, labels) in series {
-                        max_id = max_id.max(Some(id));
-                        if let Some(existing) = index.get(&labels) {
-                            alias.insert(id, existing.id);
-                        } else if index.by_id(id).is_none() {
-                            index.insert(Arc::new(MemSeries::new(id, labels)));
-                        }
-                    }
-                }
-                Ok(Record::Samples(samples)) => {
-                    for (id, t, v) in samples {
-                        let id = alias.get(&id).copied().unwrap_or(id);
-                        let Some(s) = index.by_id(id) else {
-                            unknown_refs += 1;
-                            continue;
-                        };
-                        let mut data = lock(&s.data);
-                        let before = size_of_data(&data);
-                        data.apply(t, v);
-                        counters.track(before, size_of_data(&data));
-                    }
-                }
-                Ok(Record::Snapshot { .. }) | Err(_) => {
-                    malformed += 1;
-                    tracing::warn!(segment = seg, "wal: skipping a record that does not decode");
-                }
-            }
+            replayer.record(seg, payload)
         })?;
-        if unknown_refs > 0 {
-            tracing::warn!(samples = unknown_refs, "wal: samples for series without a series record were skipped");
-        }
+        let malformed = replayer.malformed;
+        let max_id = replayer.finish();
         if checkpoint.is_some() {
             // Segments before the checkpoint are left over from a crash mid-truncation.
-            for seg in wal::list_segments(&wal_dir)?.into_iter().filter(|&s| s < first_segment) {
+            for seg in wal::list_segments(&wal_dir)?
+                .into_iter()
+                .filter(|&s| s < first_segment)
+            {
                 let p = wal::segment_path(&wal_dir, seg);
                 fs::remove_file(&p).map_err(wal::io_err("remove", &p))?;
             }
@@ -290,8 +271,12 @@ impl Store {
             return Ok(());
         }
         let path = self.wal_dir.clone();
-        handle.file.sync_data().map_err(wal::io_err("sync", &path))?;
-        self.synced_position.fetch_max(handle.position, Ordering::AcqRel);
+        handle
+            .file
+            .sync_data()
+            .map_err(wal::io_err("sync", &path))?;
+        self.synced_position
+            .fetch_max(handle.position, Ordering::AcqRel);
         Ok(())
     }
 

@@ -52,7 +52,12 @@ impl Index {
     pub(crate) fn insert(&mut self, s: Arc<MemSeries>) {
         let id = s.id;
         for (name, value) in s.labels.iter() {
-            let list = self.postings.entry(name.into()).or_default().entry(value.into()).or_default();
+            let list = self
+                .postings
+                .entry(name.into())
+                .or_default()
+                .entry(value.into())
+                .or_default();
             insert_sorted(list, id);
         }
         insert_sorted(&mut self.all, id);
@@ -67,14 +72,18 @@ impl Index {
         doomed.dedup();
         let mut per_list: HashMap<(Box<str>, Box<str>), Vec<SeriesId>> = HashMap::new();
         for id in &doomed {
-            let Some(s) = self.by_id.remove(id) else { continue };
+            let Some(s) = self.by_id.remove(id) else {
+                continue;
+            };
             self.by_labels.remove(&s.labels);
             for (n, v) in s.labels.iter() {
                 per_list.entry((n.into(), v.into())).or_default().push(*id);
             }
         }
         for ((name, value), gone) in per_list {
-            let Some(values) = self.postings.get_mut(&name) else { continue };
+            let Some(values) = self.postings.get_mut(&name) else {
+                continue;
+            };
             if let Some(list) = values.get_mut(&value) {
                 *list = difference(list, &gone);
                 if list.is_empty() {
@@ -95,7 +104,10 @@ impl Index {
 
     /// Every value of one label, unsorted.
     pub(crate) fn values(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.postings.get(name).into_iter().flat_map(|vs| vs.keys().map(|k| k.as_ref()))
+        self.postings
+            .get(name)
+            .into_iter()
+            .flat_map(|vs| vs.keys().map(|k| k.as_ref()))
     }
 
     /// Ids of the series matching every matcher of `group`, ascending.
@@ -169,7 +181,11 @@ pub(crate) fn anchored(m: &Matcher) -> Cow<'_, Matcher> {
         MatchOp::Re(_) => MatchOp::Re(full),
         _ => MatchOp::NotRe(full),
     };
-    Cow::Owned(Matcher { op, name: m.name.clone(), value: m.value.clone() })
+    Cow::Owned(Matcher {
+        op,
+        name: m.name.clone(),
+        value: m.value.clone(),
+    })
 }
 
 fn union<'a>(
@@ -261,7 +277,12 @@ mod tests {
         let sets: [&[(&str, &str)]; 5] = [
             &[("__name__", "up"), ("job", "node"), ("instance", "a")],
             &[("__name__", "up"), ("job", "node"), ("instance", "b")],
-            &[("__name__", "up"), ("job", "gpu"), ("instance", "a"), ("env", "prod")],
+            &[
+                ("__name__", "up"),
+                ("job", "gpu"),
+                ("instance", "a"),
+                ("env", "prod"),
+            ],
             &[("__name__", "temp"), ("job", "gpu"), ("instance", "ab")],
             &[("__name__", "temp"), ("instance", "c"), ("env", "")],
         ];
@@ -318,7 +339,10 @@ mod tests {
         ix.remove(&[3, 4]);
         assert_eq!(ix.len(), 3);
         assert_eq!(sel(&ix, r#"{job="gpu"}"#), Vec::<SeriesId>::new());
-        assert!(!ix.names().any(|n| n == "env"), "env only lived on series 3");
+        assert!(
+            !ix.names().any(|n| n == "env"),
+            "env only lived on series 3"
+        );
         let mut values: Vec<&str> = ix.values("instance").collect();
         values.sort_unstable();
         assert_eq!(values, vec!["a", "b", "c"]);
@@ -327,7 +351,10 @@ mod tests {
 
     #[test]
     fn set_operations() {
-        assert_eq!(intersect(&[2, 5, 9], &(0..100).collect::<Vec<_>>()), vec![2, 5, 9]);
+        assert_eq!(
+            intersect(&[2, 5, 9], &(0..100).collect::<Vec<_>>()),
+            vec![2, 5, 9]
+        );
         assert_eq!(intersect(&[1, 3, 5, 7], &[3, 4, 5, 6]), vec![3, 5]);
         assert_eq!(difference(&[1, 2, 3, 4], &[0, 2, 4, 8]), vec![1, 3]);
     }

@@ -22,7 +22,10 @@ pub struct TimeRange {
 
 impl TimeRange {
     /// No time restriction.
-    pub const ALL: TimeRange = TimeRange { start_ms: i64::MIN, end_ms: i64::MAX };
+    pub const ALL: TimeRange = TimeRange {
+        start_ms: i64::MIN,
+        end_ms: i64::MAX,
+    };
 
     pub fn new(start_ms: i64, end_ms: i64) -> Self {
         Self { start_ms, end_ms }
@@ -53,14 +56,22 @@ pub(crate) fn select_ids(index: &Index, matchers: &Matchers) -> Vec<SeriesId> {
 impl Store {
     /// Series matching `matchers` with at least one sample in `[start_ms, end_ms]`, with
     /// only those samples, sorted by labels. Staleness markers come back as stored.
-    pub fn select(&self, matchers: &Matchers, start_ms: i64, end_ms: i64) -> Result<Vec<Series>, StorageError> {
+    pub fn select(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
         let series = self.resolve(std::slice::from_ref(matchers));
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             let mut samples = Vec::new();
             lock(&s.data).read_range(start_ms, end_ms, &mut samples);
             if !samples.is_empty() {
-                out.push(Series { labels: s.labels.clone(), samples });
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                });
             }
         }
         out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
@@ -90,7 +101,11 @@ impl Store {
             return names;
         }
         let mut names = BTreeSet::new();
-        for s in self.resolve(selectors).into_iter().filter(|s| in_range(s, range)) {
+        for s in self
+            .resolve(selectors)
+            .into_iter()
+            .filter(|s| in_range(s, range))
+        {
             for (n, _) in s.labels.iter() {
                 if !names.contains(n) {
                     names.insert(n.to_string());
@@ -101,7 +116,12 @@ impl Store {
     }
 
     /// Values of label `name` among the matching series, sorted.
-    pub fn label_values(&self, name: &str, selectors: &[Matchers], range: TimeRange) -> Vec<String> {
+    pub fn label_values(
+        &self,
+        name: &str,
+        selectors: &[Matchers],
+        range: TimeRange,
+    ) -> Vec<String> {
         if selectors.is_empty() && range.is_all() {
             let index = read(&self.index);
             let mut values: Vec<String> = index.values(name).map(str::to_string).collect();
@@ -109,7 +129,11 @@ impl Store {
             return values;
         }
         let mut values = BTreeSet::new();
-        for s in self.resolve(selectors).into_iter().filter(|s| in_range(s, range)) {
+        for s in self
+            .resolve(selectors)
+            .into_iter()
+            .filter(|s| in_range(s, range))
+        {
             if let Some(v) = s.labels.get(name)
                 && !values.contains(v)
             {
@@ -130,13 +154,16 @@ impl Store {
             }
             [one] => select_ids(&index, one),
             many => {
-                let mut ids: Vec<SeriesId> = many.iter().flat_map(|m| select_ids(&index, m)).collect();
+                let mut ids: Vec<SeriesId> =
+                    many.iter().flat_map(|m| select_ids(&index, m)).collect();
                 ids.sort_unstable();
                 ids.dedup();
                 ids
             }
         };
-        ids.into_iter().filter_map(|id| index.by_id(id).cloned()).collect()
+        ids.into_iter()
+            .filter_map(|id| index.by_id(id).cloned())
+            .collect()
     }
 }
 
@@ -150,8 +177,33 @@ fn in_range(s: &MemSeries, range: TimeRange) -> bool {
 
 /// The PromQL engine reads through this.
 impl Storage for Store {
-    fn select(&self, matchers: &Matchers, start_ms: i64, end_ms: i64) -> Result<Vec<Series>, StorageError> {
+    fn select(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
         Store::select(self, matchers, start_ms, end_ms)
+    }
+
+    /// Instant selectors: one decoded chunk per series and no sample vectors.
+    fn select_latest(
+        &self,
+        matchers: &Matchers,
+        t_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(Labels, i64, f64)>, StorageError> {
+        let after_ms = t_ms.saturating_sub(lookback_ms);
+        let mut out: Vec<(Labels, i64, f64)> = self
+            .resolve(std::slice::from_ref(matchers))
+            .into_iter()
+            .filter_map(|s| {
+                let (t, v) = lock(&s.data).latest_at(t_ms, after_ms)?;
+                Some((s.labels.clone(), t, v))
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 }
 
@@ -180,21 +232,43 @@ mod tests {
         store.append(&l("temp", "a", Some("1")), 2_000, 51.0)?;
         store.append(&l("load", "a", None), 9_000, 1.0)?;
 
-        assert_eq!(store.label_names(&[], TimeRange::ALL), vec!["__name__", "gpu", "node"]);
+        assert_eq!(
+            store.label_names(&[], TimeRange::ALL),
+            vec!["__name__", "gpu", "node"]
+        );
         let load = Matchers::new(vec![m(MatchOp::Equal, "__name__", "load")]);
-        assert_eq!(store.label_names(std::slice::from_ref(&load), TimeRange::ALL), vec!["__name__", "node"]);
-        assert_eq!(store.label_values("node", &[], TimeRange::ALL), vec!["a", "b"]);
-        assert_eq!(store.label_values("node", &[], TimeRange::new(1_500, 3_000)), vec!["a"]);
-        assert_eq!(store.label_values("gpu", &[], TimeRange::new(0, 1_000)), vec!["0"]);
+        assert_eq!(
+            store.label_names(std::slice::from_ref(&load), TimeRange::ALL),
+            vec!["__name__", "node"]
+        );
+        assert_eq!(
+            store.label_values("node", &[], TimeRange::ALL),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            store.label_values("node", &[], TimeRange::new(1_500, 3_000)),
+            vec!["a"]
+        );
+        assert_eq!(
+            store.label_values("gpu", &[], TimeRange::new(0, 1_000)),
+            vec!["0"]
+        );
 
         let temp = Matchers::new(vec![m(MatchOp::Equal, "__name__", "temp")]);
         let series = store.series(&[temp.clone(), load], TimeRange::ALL);
         assert_eq!(series.len(), 3);
         assert!(series.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(store.series(std::slice::from_ref(&temp), TimeRange::new(5_000, 10_000)), vec![]);
+        assert_eq!(
+            store.series(std::slice::from_ref(&temp), TimeRange::new(5_000, 10_000)),
+            vec![]
+        );
 
         let got = store.select(&temp, 0, 10_000)?;
-        assert_eq!(got.iter().map(|s| s.labels.get("node")).collect::<Vec<_>>(), vec![Some("b"), Some("a")], "sorted by labels: gpu 0 before gpu 1");
+        assert_eq!(
+            got.iter().map(|s| s.labels.get("node")).collect::<Vec<_>>(),
+            vec![Some("b"), Some("a")],
+            "sorted by labels: gpu 0 before gpu 1"
+        );
         Ok(())
     }
 
@@ -203,14 +277,68 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(StoreOptions::new(dir.path()))?;
         for job in ["x", "y", "z"] {
-            store.append(&Labels::from_pairs([("__name__", "up"), ("job", job)]), 1, 1.0)?;
+            store.append(
+                &Labels::from_pairs([("__name__", "up"), ("job", job)]),
+                1,
+                1.0,
+            )?;
         }
         let sel = Matchers::new(vec![m(MatchOp::Equal, "__name__", "up")]).with_or_matchers(vec![
             vec![m(MatchOp::Equal, "job", "x")],
             vec![m(MatchOp::Equal, "job", "z")],
         ]);
         let got = store.select(&sel, 0, 10)?;
-        assert_eq!(got.iter().map(|s| s.labels.get("job")).collect::<Vec<_>>(), vec![Some("x"), Some("z")]);
+        assert_eq!(
+            got.iter().map(|s| s.labels.get("job")).collect::<Vec<_>>(),
+            vec![Some("x"), Some("z")]
+        );
+        Ok(())
+    }
+    /// Only `select`: the trait's default `select_latest` is the reference.
+    struct SelectOnly<'a>(&'a Store);
+
+    impl Storage for SelectOnly<'_> {
+        fn select(
+            &self,
+            m: &Matchers,
+            start_ms: i64,
+            end_ms: i64,
+        ) -> Result<Vec<Series>, StorageError> {
+            self.0.select(m, start_ms, end_ms)
+        }
+    }
+
+    #[test]
+    fn select_latest_matches_the_default_definition() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(StoreOptions::new(dir.path()))?;
+        let mut rng = crate::store::testutil::Rng::new(11);
+        for i in 0..6 {
+            let l = Labels::from_pairs([("__name__", "g".to_string()), ("i", i.to_string())]);
+            let mut t = 0;
+            for _ in 0..(50 + i * 80) {
+                t += 1 + rng.below(3_000) as i64;
+                let v = if rng.below(20) == 0 {
+                    vigil_rules::promql::stale_nan()
+                } else {
+                    rng.below(100) as f64
+                };
+                store.append(&l, t, v)?;
+            }
+        }
+        let sel = Matchers::new(vec![m(MatchOp::Equal, "__name__", "g")]);
+        for _ in 0..400 {
+            let t = rng.below(800_000) as i64 - 1_000;
+            let lookback = 1 + rng.below(20_000) as i64;
+            let bits = |v: Vec<(Labels, i64, f64)>| {
+                v.into_iter()
+                    .map(|(l, t, v)| (l, t, v.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            let got = bits(Storage::select_latest(&store, &sel, t, lookback)?);
+            let want = bits(SelectOnly(&store).select_latest(&sel, t, lookback)?);
+            assert_eq!(got, want, "t={t} lookback={lookback}");
+        }
         Ok(())
     }
 }

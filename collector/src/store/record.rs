@@ -23,7 +23,12 @@ pub(crate) enum Record {
     Samples(Vec<(SeriesId, i64, f64)>),
     /// One series in a checkpoint: its closed chunks verbatim and its open chunk's
     /// samples.
-    Snapshot { id: SeriesId, labels: Labels, chunks: Vec<Chunk>, open: Vec<(i64, f64)> },
+    Snapshot {
+        id: SeriesId,
+        labels: Labels,
+        chunks: Vec<Chunk>,
+        open: Vec<(i64, f64)>,
+    },
 }
 
 /// The payload could not be decoded; with a good CRC this means a format bug.
@@ -31,7 +36,10 @@ pub(crate) enum Record {
 #[error("malformed record: {0}")]
 pub struct MalformedRecord(pub &'static str);
 
-pub(crate) fn encode_series<'a>(out: &mut Vec<u8>, series: impl IntoIterator<Item = (SeriesId, &'a Labels)>) {
+pub(crate) fn encode_series<'a>(
+    out: &mut Vec<u8>,
+    series: impl IntoIterator<Item = (SeriesId, &'a Labels)>,
+) {
     out.push(TYPE_SERIES);
     for (id, labels) in series {
         put_uvarint(out, id);
@@ -39,7 +47,10 @@ pub(crate) fn encode_series<'a>(out: &mut Vec<u8>, series: impl IntoIterator<Ite
     }
 }
 
-pub(crate) fn encode_samples(out: &mut Vec<u8>, samples: impl IntoIterator<Item = (SeriesId, i64, f64)>) {
+pub(crate) fn encode_samples(
+    out: &mut Vec<u8>,
+    samples: impl IntoIterator<Item = (SeriesId, i64, f64)>,
+) {
     out.push(TYPE_SAMPLES);
     let mut prev_t = 0i64;
     for (id, t, v) in samples {
@@ -73,7 +84,9 @@ pub(crate) fn encode_snapshot(
 }
 
 pub(crate) fn decode(payload: &[u8]) -> Result<Record, MalformedRecord> {
-    let (&kind, body) = payload.split_first().ok_or(MalformedRecord("empty record"))?;
+    let (&kind, body) = payload
+        .split_first()
+        .ok_or(MalformedRecord("empty record"))?;
     let mut r = Reader(body);
     match kind {
         TYPE_SERIES => {
@@ -90,7 +103,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, MalformedRecord> {
             while !r.0.is_empty() {
                 let id = r.uvarint()?;
                 t = t.wrapping_add(r.varint()?);
-                let bits = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| MalformedRecord("value"))?);
+                let bits = u64::from_le_bytes(
+                    r.take(8)?
+                        .try_into()
+                        .map_err(|_| MalformedRecord("value"))?,
+                );
                 samples.push((id, t, f64::from_bits(bits)));
             }
             Ok(Record::Samples(samples))
@@ -103,18 +120,30 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, MalformedRecord> {
             for _ in 0..n {
                 let min_t = r.varint()?;
                 let max_t = r.varint()?;
-                let count = u16::try_from(r.uvarint()?).map_err(|_| MalformedRecord("chunk count"))?;
+                let count =
+                    u16::try_from(r.uvarint()?).map_err(|_| MalformedRecord("chunk count"))?;
                 let data: Box<[u8]> = r.bytes()?.into();
-                chunks.push(Chunk { min_t, max_t, count, data });
+                chunks.push(Chunk {
+                    min_t,
+                    max_t,
+                    count,
+                    data,
+                });
             }
-            let open_count = u16::try_from(r.uvarint()?).map_err(|_| MalformedRecord("open count"))?;
+            let open_count =
+                u16::try_from(r.uvarint()?).map_err(|_| MalformedRecord("open count"))?;
             let open_bytes = r.bytes()?;
             let mut it = super::chunk::ChunkIter::new(open_bytes, open_count);
             let open: Vec<(i64, f64)> = it.by_ref().collect();
             if it.is_corrupt() || open.len() != usize::from(open_count) {
                 return Err(MalformedRecord("open chunk"));
             }
-            Ok(Record::Snapshot { id, labels, chunks, open })
+            Ok(Record::Snapshot {
+                id,
+                labels,
+                chunks,
+                open,
+            })
         }
         _ => Err(MalformedRecord("unknown record type")),
     }
@@ -160,7 +189,10 @@ impl<'a> Reader<'a> {
     fn uvarint(&mut self) -> Result<u64, MalformedRecord> {
         let mut x = 0u64;
         for shift in (0..70).step_by(7) {
-            let (&b, rest) = self.0.split_first().ok_or(MalformedRecord("truncated varint"))?;
+            let (&b, rest) = self
+                .0
+                .split_first()
+                .ok_or(MalformedRecord("truncated varint"))?;
             self.0 = rest;
             if shift == 63 && b > 1 {
                 return Err(MalformedRecord("varint overflow"));
@@ -208,21 +240,50 @@ mod tests {
         let b = Labels::from_pairs([("__name__", "ünïcode"), ("le", "+Inf")]);
         let mut buf = Vec::new();
         encode_series(&mut buf, [(1, &a), (u64::MAX, &b)]);
-        assert_eq!(decode(&buf), Ok(Record::Series(vec![(1, a.clone()), (u64::MAX, b.clone())])));
+        assert_eq!(
+            decode(&buf),
+            Ok(Record::Series(vec![(1, a.clone()), (u64::MAX, b.clone())]))
+        );
 
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
-        let samples = vec![(1, 1_000, 1.5), (2, 1_000, stale), (1, i64::MIN, -0.0), (9, i64::MAX, 2.0)];
+        let samples = vec![
+            (1, 1_000, 1.5),
+            (2, 1_000, stale),
+            (1, i64::MIN, -0.0),
+            (9, i64::MAX, 2.0),
+        ];
         buf.clear();
         encode_samples(&mut buf, samples.iter().copied());
-        let Ok(Record::Samples(got)) = decode(&buf) else { panic!("not samples") };
-        let bits = |s: &[(u64, i64, f64)]| s.iter().map(|&(i, t, v)| (i, t, v.to_bits())).collect::<Vec<_>>();
+        let Ok(Record::Samples(got)) = decode(&buf) else {
+            panic!("not samples")
+        };
+        let bits = |s: &[(u64, i64, f64)]| {
+            s.iter()
+                .map(|&(i, t, v)| (i, t, v.to_bits()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(bits(&got), bits(&samples));
 
         let chunk = ChunkEncoder::from_samples(&[(1, 1.0), (2, 2.0)]).finish();
         let open = ChunkEncoder::from_samples(&[(3, 3.0), (4, stale)]);
         buf.clear();
-        encode_snapshot(&mut buf, 7, &a, std::slice::from_ref(&chunk), open.count(), open.bytes());
-        let Ok(Record::Snapshot { id, labels, chunks, open }) = decode(&buf) else { panic!("not a snapshot") };
+        encode_snapshot(
+            &mut buf,
+            7,
+            &a,
+            std::slice::from_ref(&chunk),
+            open.count(),
+            open.bytes(),
+        );
+        let Ok(Record::Snapshot {
+            id,
+            labels,
+            chunks,
+            open,
+        }) = decode(&buf)
+        else {
+            panic!("not a snapshot")
+        };
         assert_eq!((id, labels, chunks), (7, a, vec![chunk]));
         assert_eq!(open.len(), 2);
         assert_eq!(open[1].1.to_bits(), stale.to_bits());

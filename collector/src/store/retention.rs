@@ -52,19 +52,40 @@ impl Store {
             // Under the writer lock no append can revive a series between the check
             // and its removal.
             let _w = lock(&self.writer);
-            let still_empty: Vec<u64> =
-                emptied.iter().filter(|s| lock(&s.data).is_empty()).map(|s| s.id).collect();
+            let still_empty: Vec<u64> = emptied
+                .iter()
+                .filter(|s| lock(&s.data).is_empty())
+                .map(|s| s.id)
+                .collect();
             series_removed = still_empty.len();
             write(&self.index).remove(&still_empty);
         }
-        self.counters.retention_dropped.fetch_add(samples_dropped as u64, Ordering::Relaxed);
-        self.counters.series_removed.fetch_add(series_removed as u64, Ordering::Relaxed);
+        self.counters
+            .retention_dropped
+            .fetch_add(samples_dropped as u64, Ordering::Relaxed);
+        self.counters
+            .series_removed
+            .fetch_add(series_removed as u64, Ordering::Relaxed);
 
-        let checkpoint = if self.checkpoint_due() { Some(self.checkpoint()?) } else { None };
+        let checkpoint = if self.checkpoint_due() {
+            Some(self.checkpoint()?)
+        } else {
+            None
+        };
         if samples_dropped > 0 || series_removed > 0 {
-            tracing::debug!(cutoff_ms, samples_dropped, series_removed, "retention applied");
+            tracing::debug!(
+                cutoff_ms,
+                samples_dropped,
+                series_removed,
+                "retention applied"
+            );
         }
-        Ok(RetentionReport { cutoff_ms, samples_dropped, series_removed, checkpoint })
+        Ok(RetentionReport {
+            cutoff_ms,
+            samples_dropped,
+            series_removed,
+            checkpoint,
+        })
     }
 
     /// True when the WAL outgrew both the configured floor and the last checkpoint, so a
@@ -100,12 +121,24 @@ mod tests {
         assert_eq!(r.series_removed, 1);
         // kept's chunks of 120 samples end at 1,190 s, 2,390 s, 3,590 s: three go.
         assert_eq!(r.samples_dropped, 600 + 360);
-        assert!(r.checkpoint.is_some(), "a 1-byte threshold forces a checkpoint");
-        assert_eq!(store.label_values("node", &[], super::super::TimeRange::ALL), vec!["n2"]);
+        assert!(
+            r.checkpoint.is_some(),
+            "a 1-byte threshold forces a checkpoint"
+        );
+        assert_eq!(
+            store.label_values("node", &[], super::super::TimeRange::ALL),
+            vec!["n2"]
+        );
         let any = Matchers::new(vec![Matcher::new(MatchOp::Equal, "node", "n1")]);
         assert!(store.select(&any, i64::MIN, i64::MAX)?.is_empty());
         let err = store.append(&live, 3_599_999, 1.0).unwrap_err();
-        assert!(matches!(err, crate::store::AppendError::Rejected { reason: Rejection::TooOld, .. }));
+        assert!(matches!(
+            err,
+            crate::store::AppendError::Rejected {
+                reason: Rejection::TooOld,
+                ..
+            }
+        ));
         let stats = store.stats();
         assert_eq!(stats.head_samples, 240);
         assert_eq!(stats.series, 1);
@@ -115,6 +148,36 @@ mod tests {
         let store = Store::open(opts)?;
         assert_eq!(store.stats().head_samples, 240);
         assert_eq!(store.stats().series, 1);
+        Ok(())
+    }
+    #[test]
+    fn series_recreated_after_removal_replays_into_one() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut opts = StoreOptions::new(dir.path());
+        opts.retention_ms = 60_000;
+        let l = Labels::from_pairs([("__name__", "flappy")]);
+        {
+            let store = Store::open(opts.clone())?;
+            for i in 1..=120 {
+                store.append(&l, i * 1_000, 1.0)?;
+            }
+            assert_eq!(store.apply_retention(300_000)?.series_removed, 1);
+            // Same labels again: a new series id, a second series record in the WAL.
+            store.append(&l, 290_000, 2.0)?;
+            assert_eq!(store.stats().series_created, 2);
+        }
+        let store = Store::open(opts)?;
+        let m = Matchers::new(vec![Matcher::new(MatchOp::Equal, "__name__", "flappy")]);
+        let got = store.select(&m, i64::MIN, i64::MAX)?;
+        assert_eq!(got.len(), 1, "both ids replay into one series");
+        assert_eq!(got[0].samples.len(), 121);
+        assert_eq!(got[0].samples[120], (290_000, 2.0));
+        // What retention had dropped goes again on the first pass after open.
+        store.apply_retention(300_000)?;
+        assert_eq!(
+            store.select(&m, i64::MIN, i64::MAX)?[0].samples,
+            vec![(290_000, 2.0)]
+        );
         Ok(())
     }
 }

@@ -24,7 +24,11 @@ pub(crate) struct MemSeries {
 
 impl MemSeries {
     pub(crate) fn new(id: SeriesId, labels: Labels) -> Self {
-        Self { id, labels, data: Mutex::new(SeriesData::default()) }
+        Self {
+            id,
+            labels,
+            data: Mutex::new(SeriesData::default()),
+        }
     }
 }
 
@@ -101,7 +105,11 @@ impl SeriesData {
         if t > max_t {
             Verdict::Append
         } else if t == max_t {
-            if v.to_bits() == max_bits { Verdict::Duplicate } else { Verdict::Conflict }
+            if v.to_bits() == max_bits {
+                Verdict::Duplicate
+            } else {
+                Verdict::Conflict
+            }
         } else if max_t.saturating_sub(t) <= ooo_window_ms {
             Verdict::Insert
         } else {
@@ -151,7 +159,11 @@ impl SeriesData {
         if let Some(&(st, sv)) = samples.get(pos)
             && st == t
         {
-            return if sv.to_bits() == v.to_bits() { Applied::Duplicate } else { Applied::Conflict };
+            return if sv.to_bits() == v.to_bits() {
+                Applied::Duplicate
+            } else {
+                Applied::Conflict
+            };
         }
         samples.insert(pos, (t, v));
         if in_head {
@@ -210,11 +222,32 @@ impl SeriesData {
             if c.min_t > end_ms {
                 return;
             }
-            out.extend(c.iter().filter(|&(t, _)| t >= start_ms && t <= end_ms));
+            if c.min_t >= start_ms && c.max_t <= end_ms {
+                out.extend(c.iter());
+            } else {
+                out.extend(c.iter().filter(|&(t, _)| t >= start_ms && t <= end_ms));
+            }
         }
         if !self.head.is_empty() && self.head.min_t() <= end_ms && self.head.max_t() >= start_ms {
-            out.extend(self.head.iter().filter(|&(t, _)| t >= start_ms && t <= end_ms));
+            out.extend(
+                self.head
+                    .iter()
+                    .filter(|&(t, _)| t >= start_ms && t <= end_ms),
+            );
         }
+    }
+
+    /// The newest sample at or before `t_ms` if it is newer than `after_ms`: what an
+    /// instant selector needs, found by decoding one chunk instead of the window.
+    pub(crate) fn latest_at(&self, t_ms: i64, after_ms: i64) -> Option<(i64, f64)> {
+        let newest = if !self.head.is_empty() && self.head.min_t() <= t_ms {
+            self.head.iter().take_while(|&(t, _)| t <= t_ms).last()
+        } else {
+            let i = self.chunks.partition_point(|c| c.min_t <= t_ms);
+            let c = self.chunks.get(i.checked_sub(1)?)?;
+            c.iter().take_while(|&(t, _)| t <= t_ms).last()
+        };
+        newest.filter(|&(t, _)| t > after_ms)
     }
 
     /// True when at least one sample lies in `[start_ms, end_ms]`; decodes at most the
@@ -265,7 +298,12 @@ impl SeriesData {
     pub(crate) fn from_parts(chunks: Vec<Chunk>, open: &[(i64, f64)]) -> Self {
         let closed_bytes = chunks.iter().map(|c| c.data.len()).sum();
         let closed_samples = chunks.iter().map(|c| usize::from(c.count)).sum();
-        Self { chunks, head: ChunkEncoder::from_samples(open), closed_bytes, closed_samples }
+        Self {
+            chunks,
+            head: ChunkEncoder::from_samples(open),
+            closed_bytes,
+            closed_samples,
+        }
     }
 
     /// Heap bytes this series' samples cost, including chunk bookkeeping.
@@ -302,7 +340,10 @@ mod tests {
         assert_eq!(SeriesData::judge(last, 10_000, 2.0, 0), Verdict::Conflict);
         assert_eq!(SeriesData::judge(last, 9_999, 2.0, 0), Verdict::OutOfOrder);
         assert_eq!(SeriesData::judge(last, 9_000, 2.0, 1_000), Verdict::Insert);
-        assert_eq!(SeriesData::judge(last, 8_999, 2.0, 1_000), Verdict::OutOfOrder);
+        assert_eq!(
+            SeriesData::judge(last, 8_999, 2.0, 1_000),
+            Verdict::OutOfOrder
+        );
     }
 
     #[test]

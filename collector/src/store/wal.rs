@@ -27,15 +27,26 @@ const MAX_RECORD_BYTES: usize = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     #[error("wal {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// An earlier write failed and could not be undone; appends are refused until the
     /// store is reopened, so no acknowledged record can sit behind a torn one.
     #[error("wal is unusable after a failed write to {0}")]
     Broken(PathBuf),
 }
 
-pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
-    move |source| WalError::Io { op, path: path.to_path_buf(), source }
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Appends a framed payload to `out`.
@@ -55,7 +66,11 @@ pub(crate) struct Frames<'a> {
 
 impl<'a> Frames<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Self { buf, offset: 0, damage: None }
+        Self {
+            buf,
+            offset: 0,
+            damage: None,
+        }
     }
 }
 
@@ -113,7 +128,9 @@ pub(crate) fn segment_path(dir: &Path, index: u32) -> PathBuf {
 
 /// Makes directory entries (new or removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync dir", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync dir", dir))
 }
 
 /// Reads segments `from..` in order, calling `on_record` with each payload and its
@@ -124,7 +141,10 @@ pub(crate) fn replay(
     from: u32,
     mut on_record: impl FnMut(u32, &[u8]),
 ) -> Result<Option<u32>, WalError> {
-    let segments: Vec<u32> = list_segments(dir)?.into_iter().filter(|&s| s >= from).collect();
+    let segments: Vec<u32> = list_segments(dir)?
+        .into_iter()
+        .filter(|&s| s >= from)
+        .collect();
     let mut last = None;
     for (i, &seg) in segments.iter().enumerate() {
         let path = segment_path(dir, seg);
@@ -141,8 +161,12 @@ pub(crate) fn replay(
                 reason = why,
                 "wal: truncating damaged tail; records before this offset are kept"
             );
-            let f = OpenOptions::new().write(true).open(&path).map_err(io_err("open", &path))?;
-            f.set_len(frames.offset as u64).map_err(io_err("truncate", &path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err("open", &path))?;
+            f.set_len(frames.offset as u64)
+                .map_err(io_err("truncate", &path))?;
             f.sync_all().map_err(io_err("sync", &path))?;
             for &later in &segments[i + 1..] {
                 let p = segment_path(dir, later);
@@ -181,7 +205,11 @@ pub(crate) struct Wal {
 impl Wal {
     /// Starts a fresh segment after `last` (never appends to a replayed one, whose tail
     /// may just have been repaired). `disk_bytes` counts the existing segments.
-    pub(crate) fn create(dir: &Path, last: Option<u32>, segment_max_bytes: u64) -> Result<Self, WalError> {
+    pub(crate) fn create(
+        dir: &Path,
+        last: Option<u32>,
+        segment_max_bytes: u64,
+    ) -> Result<Self, WalError> {
         let index = last.map_or(1, |l| l + 1);
         let file = Arc::new(create_segment(dir, index)?);
         let mut disk_bytes = 0;
@@ -226,7 +254,11 @@ impl Wal {
             if self.file.set_len(self.len).is_err() {
                 self.broken = true;
             }
-            return Err(WalError::Io { op: "write", path, source: e });
+            return Err(WalError::Io {
+                op: "write",
+                path,
+                source: e,
+            });
         }
         self.len += frames.len() as u64;
         self.disk_bytes += frames.len() as u64;
@@ -247,7 +279,10 @@ impl Wal {
     }
 
     pub(crate) fn sync_handle(&self) -> SyncHandle {
-        SyncHandle { file: self.file.clone(), position: self.position }
+        SyncHandle {
+            file: self.file.clone(),
+            position: self.position,
+        }
     }
 
     /// Deletes segments numbered below `index` (their contents are in a checkpoint).
@@ -315,7 +350,10 @@ mod tests {
         let mut seen = Vec::new();
         replay(dir.path(), 1, |_, p| seen.push(p.to_vec()))?;
         assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
-        assert_eq!(fs::metadata(segment_path(dir.path(), 1))?.len(), good.len() as u64);
+        assert_eq!(
+            fs::metadata(segment_path(dir.path(), 1))?.len(),
+            good.len() as u64
+        );
         assert_eq!(list_segments(dir.path())?, vec![1]);
         Ok(())
     }
@@ -330,7 +368,10 @@ mod tests {
         let mut seen = Vec::new();
         replay(dir.path(), 1, |_, p| seen.push(p.to_vec()))?;
         assert_eq!(seen, vec![b"alpha".to_vec()]);
-        assert_eq!(fs::metadata(segment_path(dir.path(), 3))?.len(), second as u64);
+        assert_eq!(
+            fs::metadata(segment_path(dir.path(), 3))?.len(),
+            second as u64
+        );
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 //! keyed by their output label set in a hash map, in order of first appearance.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN,
@@ -39,7 +38,9 @@ pub(crate) fn kahan_sum(vals: impl IntoIterator<Item = f64>) -> f64 {
 /// Running mean that switches from sum/count to an incremental mean when the sum
 /// would overflow, as Prometheus's `avg` does.
 pub(crate) fn mean(vals: &[f64]) -> f64 {
-    let Some(&first) = vals.first() else { return f64::NAN };
+    let Some(&first) = vals.first() else {
+        return f64::NAN;
+    };
     let (mut sum, mut c) = (first, 0.0);
     let (mut incremental, mut m) = (false, 0.0);
     for (i, &v) in vals.iter().enumerate().skip(1) {
@@ -65,7 +66,11 @@ pub(crate) fn mean(vals: &[f64]) -> f64 {
         let cur = m + c;
         (m, c) = kahan_inc(v / count - cur / count, m, c);
     }
-    if incremental { m + c } else { (sum + c) / vals.len() as f64 }
+    if incremental {
+        m + c
+    } else {
+        (sum + c) / vals.len() as f64
+    }
 }
 
 /// Population variance by Welford's method.
@@ -142,7 +147,10 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Val, Eval
             Val::Scalar(v) => param = v,
             Val::Str(s) if op == T_COUNT_VALUES => count_values_label = Some(s),
             other => {
-                return Err(EvalError::Query(format!("unexpected aggregation parameter of type {}", other.type_name())));
+                return Err(EvalError::Query(format!(
+                    "unexpected aggregation parameter of type {}",
+                    other.type_name()
+                )));
             }
         }
     }
@@ -151,26 +159,33 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Val, Eval
     {
         return Err(EvalError::Query(format!("invalid label name {l:?}")));
     }
-    let group_labels = |l: &Labels| -> Labels {
-        if by {
-            l.filter(&names, true)
-        } else {
-            let mut drop = names.clone();
-            drop.push(METRIC_NAME.to_string());
-            l.filter(&drop, false)
-        }
+    let (keep, key_names) = if by {
+        (true, names)
+    } else {
+        let mut drop = names;
+        drop.push(METRIC_NAME.to_string());
+        (false, drop)
     };
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    // Keyed by the hash of the grouping labels; the label set itself is only built
+    // for the first member of each group.
+    let mut index: HashMap<u64, usize> = HashMap::new();
     for s in input {
-        let mut key = group_labels(&s.labels);
-        if let Some(l) = &count_values_label {
-            let mut b = key.to_builder();
-            b.set(l, &format_go_float(s.v));
-            key = b.build();
-        }
-        let i = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push(Group { labels: key, samples: Vec::new() });
+        let (key_hash, key) = match &count_values_label {
+            Some(l) => {
+                let mut b = s.labels.filter(&key_names, keep).to_builder();
+                b.set(l, &format_go_float(s.v));
+                let key = b.build();
+                (key.hash_u64(), Some(key))
+            }
+            None => (s.labels.hash_filtered(&key_names, keep), None),
+        };
+        let i = *index.entry(key_hash).or_insert_with(|| {
+            let labels = key.unwrap_or_else(|| s.labels.filter(&key_names, keep));
+            groups.push(Group {
+                labels,
+                samples: Vec::new(),
+            });
             groups.len() - 1
         });
         groups[i].samples.push(s);
@@ -180,7 +195,11 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Val, Eval
             if param.is_nan() {
                 return Err(EvalError::Query("Parameter value is NaN".into()));
             }
-            let k = if param >= i64::MAX as f64 { i64::MAX } else { param as i64 };
+            let k = if param >= i64::MAX as f64 {
+                i64::MAX
+            } else {
+                param as i64
+            };
             if k < 1 {
                 return Ok(Val::Vector(Vec::new()));
             }
@@ -189,13 +208,14 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Val, Eval
             for mut g in groups {
                 if op != T_LIMITK {
                     let top = op == T_TOPK;
-                    g.samples.sort_by(|x, y| match (x.v.is_nan(), y.v.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ if top => y.v.total_cmp(&x.v),
-                        _ => x.v.total_cmp(&y.v),
-                    });
+                    g.samples
+                        .sort_by(|x, y| match (x.v.is_nan(), y.v.is_nan()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ if top => y.v.total_cmp(&x.v),
+                            _ => x.v.total_cmp(&y.v),
+                        });
                 }
                 out.extend(g.samples.into_iter().take(k));
             }
@@ -218,7 +238,11 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Val, Eval
                 .flat_map(|g| g.samples)
                 .filter(|s| {
                     let r = sample_ratio(&s.labels);
-                    if ratio >= 0.0 { r < ratio } else { r >= 1.0 + ratio }
+                    if ratio >= 0.0 {
+                        r < ratio
+                    } else {
+                        r >= 1.0 + ratio
+                    }
                 })
                 .collect();
             return Ok(Val::Vector(out));
@@ -239,23 +263,44 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Val, Eval
             T_AVG => mean(&vals),
             T_COUNT | T_COUNT_VALUES => vals.len() as f64,
             T_GROUP => 1.0,
-            T_MIN => vals.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
-            T_MAX => vals.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+            T_MIN => vals
+                .iter()
+                .copied()
+                .fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
+            T_MAX => vals
+                .iter()
+                .copied()
+                .fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
             T_STDVAR => variance(&vals),
             T_STDDEV => variance(&vals).sqrt(),
             T_QUANTILE => quantile(param, vals),
-            _ => return Err(EvalError::Query(format!("unsupported aggregation {}", a.op))),
+            _ => {
+                return Err(EvalError::Query(format!(
+                    "unsupported aggregation {}",
+                    a.op
+                )));
+            }
         };
         let drop_name = g.labels.name().is_some() && g.samples.iter().any(|s| s.drop_name);
-        out.push(Sample { labels: g.labels, v, drop_name });
+        out.push(Sample {
+            labels: g.labels,
+            v,
+            drop_name,
+        });
     }
     Ok(Val::Vector(out))
 }
 
-/// A stable position in [0, 1) derived from the label set, so `limit_ratio(r)` and
-/// `limit_ratio(-(1 - r))` select complementary series.
+/// The series' position in [0, 1): its Prometheus label hash (XXH64 over
+/// `name 0xff value 0xff ...`) scaled down, so `limit_ratio(r)` and
+/// `limit_ratio(-(1 - r))` select complementary series, as in Prometheus.
 fn sample_ratio(l: &Labels) -> f64 {
-    let mut h = std::hash::DefaultHasher::new();
-    l.hash(&mut h);
-    h.finish() as f64 / u64::MAX as f64
+    let mut buf = Vec::with_capacity(128);
+    for (n, v) in l.iter() {
+        buf.extend_from_slice(n.as_bytes());
+        buf.push(0xff);
+        buf.extend_from_slice(v.as_bytes());
+        buf.push(0xff);
+    }
+    super::xxhash::xxh64(&buf) as f64 / u64::MAX as f64
 }

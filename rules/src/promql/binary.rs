@@ -44,10 +44,22 @@ fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool), EvalError> {
 pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, t: i64) -> Result<Val, EvalError> {
     let op = b.op.id();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-    if b.modifier.as_ref().is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) {
+    if b.modifier
+        .as_ref()
+        .is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+    {
         return Err(EvalError::Query("fill modifiers are not supported".into()));
     }
     let lhs = ctx.eval(&b.lhs, t)?;
+    // `and`/`unless` keep a subset of the left side: with nothing on the left the
+    // right side cannot change the result, so it is not evaluated (alert rules of
+    // the form `a > x unless b offset 5m` are mostly empty on the left).
+    if matches!(op, T_LAND | T_LUNLESS)
+        && let Val::Vector(l) = &lhs
+        && l.is_empty()
+    {
+        return Ok(Val::Vector(Vec::new()));
+    }
     let rhs = ctx.eval(&b.rhs, t)?;
     match (lhs, rhs) {
         (Val::Scalar(l), Val::Scalar(r)) => {
@@ -85,7 +97,11 @@ fn vector_scalar(
 ) -> Result<Val, EvalError> {
     let mut out = Vec::with_capacity(vec.len());
     for mut smp in vec {
-        let (l, r) = if scalar_on_left { (s, smp.v) } else { (smp.v, s) };
+        let (l, r) = if scalar_on_left {
+            (s, smp.v)
+        } else {
+            (smp.v, s)
+        };
         let (mut v, mut keep) = apply(op, l, r)?;
         if is_comparison(op) {
             // The vector element's value is the output, whichever side it was on.
@@ -121,36 +137,72 @@ impl Matching {
             Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
             None => (false, Vec::new()),
         };
-        let card = b.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+        let card = b
+            .modifier
+            .as_ref()
+            .map(|m| m.card.clone())
+            .unwrap_or(VectorMatchCardinality::OneToOne);
         Matching { on, labels, card }
     }
 
     /// The labels two samples must share to match; `ignoring` never compares names.
-    fn signature(&self, l: &Labels) -> Labels {
+    fn signature_labels(&self, l: &Labels) -> Labels {
         if self.on {
             l.filter(&self.labels, true)
         } else {
-            let mut drop = self.labels.clone();
-            drop.push(METRIC_NAME.to_string());
-            l.filter(&drop, false)
+            l.filter(&self.ignored(), false)
+        }
+    }
+
+    fn ignored(&self) -> Vec<String> {
+        let mut drop = self.labels.clone();
+        drop.push(METRIC_NAME.to_string());
+        drop
+    }
+}
+
+/// Hashes samples by their matching labels without building label sets.
+struct Signer<'m> {
+    m: &'m Matching,
+    ignored: Vec<String>,
+}
+
+impl<'m> Signer<'m> {
+    fn new(m: &'m Matching) -> Self {
+        Signer {
+            m,
+            ignored: m.ignored(),
+        }
+    }
+
+    fn sign(&self, l: &Labels) -> u64 {
+        if self.m.on {
+            l.hash_filtered(&self.m.labels, true)
+        } else {
+            l.hash_filtered(&self.ignored, false)
         }
     }
 }
 
 fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, m: &Matching) -> Vec<Sample> {
+    let sg = Signer::new(m);
     match op {
         T_LAND => {
-            let rs: HashSet<Labels> = r.iter().map(|s| m.signature(&s.labels)).collect();
-            l.into_iter().filter(|s| rs.contains(&m.signature(&s.labels))).collect()
+            let rs: HashSet<u64> = r.iter().map(|s| sg.sign(&s.labels)).collect();
+            l.into_iter()
+                .filter(|s| rs.contains(&sg.sign(&s.labels)))
+                .collect()
         }
         T_LUNLESS => {
-            let rs: HashSet<Labels> = r.iter().map(|s| m.signature(&s.labels)).collect();
-            l.into_iter().filter(|s| !rs.contains(&m.signature(&s.labels))).collect()
+            let rs: HashSet<u64> = r.iter().map(|s| sg.sign(&s.labels)).collect();
+            l.into_iter()
+                .filter(|s| !rs.contains(&sg.sign(&s.labels)))
+                .collect()
         }
         _ => {
-            let ls: HashSet<Labels> = l.iter().map(|s| m.signature(&s.labels)).collect();
+            let ls: HashSet<u64> = l.iter().map(|s| sg.sign(&s.labels)).collect();
             let mut out = l;
-            out.extend(r.into_iter().filter(|s| !ls.contains(&m.signature(&s.labels))));
+            out.extend(r.into_iter().filter(|s| !ls.contains(&sg.sign(&s.labels))));
             out
         }
     }
@@ -165,7 +217,9 @@ fn vector_vector(
 ) -> Result<Vec<Sample>, EvalError> {
     let (include, swapped) = match &m.card {
         VectorMatchCardinality::ManyToMany => {
-            return Err(EvalError::Query("many-to-many only allowed for set operators".into()));
+            return Err(EvalError::Query(
+                "many-to-many only allowed for set operators".into(),
+            ));
         }
         VectorMatchCardinality::OneToOne => (Vec::new(), false),
         VectorMatchCardinality::ManyToOne(l) => (l.labels.clone(), false),
@@ -174,14 +228,15 @@ fn vector_vector(
     let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
     // The "one" side is always indexed; group_right swaps the roles.
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
-    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(one.len());
+    let sg = Signer::new(m);
+    let mut index: HashMap<u64, usize> = HashMap::with_capacity(one.len());
     for (i, s) in one.iter().enumerate() {
-        let sig = m.signature(&s.labels);
+        let sig = sg.sign(&s.labels);
         if let Some(&j) = index.get(&sig) {
             let side = if swapped { "left" } else { "right" };
             return Err(EvalError::Query(format!(
                 "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                sig.go_string(),
+                m.signature_labels(&s.labels).go_string(),
                 one[j].labels.go_string(),
                 s.labels.go_string()
             )));
@@ -189,11 +244,11 @@ fn vector_vector(
         index.insert(sig, i);
     }
     let drop_name_op = !is_comparison(op) || return_bool;
-    let mut matched_sigs: HashSet<Labels> = HashSet::new();
+    let mut matched_sigs: HashSet<u64> = HashSet::new();
     let mut out_labels: HashSet<Labels> = HashSet::new();
     let mut out = Vec::new();
     for ms in &many {
-        let sig = m.signature(&ms.labels);
+        let sig = sg.sign(&ms.labels);
         let Some(&j) = index.get(&sig) else { continue };
         let os = &one[j];
         // Checked before filtering: a comparison must not hide an ambiguous match.
@@ -217,12 +272,22 @@ fn vector_vector(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
         }
-        out.push(Sample { labels, v, drop_name: ms.drop_name || drop_name_op });
+        out.push(Sample {
+            labels,
+            v,
+            drop_name: ms.drop_name || drop_name_op,
+        });
     }
     Ok(out)
 }
 
-fn result_labels(many: &Labels, one: &Labels, m: &Matching, include: &[String], one_to_one: bool) -> Labels {
+fn result_labels(
+    many: &Labels,
+    one: &Labels,
+    m: &Matching,
+    include: &[String],
+    one_to_one: bool,
+) -> Labels {
     if one_to_one && m.on {
         return many.filter(&m.labels, true);
     }

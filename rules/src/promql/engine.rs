@@ -8,14 +8,16 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use promql_parser::label::{MatchOp, Matcher, Matchers};
-use promql_parser::parser::{
-    AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
-};
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
-use super::{
-    Annotated, Annotations, EvalError, InstantSample, Labels, Series, Storage, Value,
-    is_stale_nan,
-};
+use super::{Annotated, Annotations, EvalError, InstantSample, Labels, Series, Storage, Value};
+
+/// Most steps a range query may have, as in Prometheus.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Most steps one subquery evaluation may take: a bound on the work a rule such as
+/// `max_over_time(x[1y:1s])` can ask for.
+pub(crate) const MAX_SUBQUERY_STEPS: i64 = 1_000_000;
 
 /// Knobs that Prometheus exposes as engine flags.
 #[derive(Debug, Clone)]
@@ -28,7 +30,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { lookback_delta_ms: 5 * 60 * 1000, default_subquery_step_ms: 60 * 1000 }
+        EngineOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            default_subquery_step_ms: 60 * 1000,
+        }
     }
 }
 
@@ -78,7 +83,7 @@ impl Val {
 
 /// State shared by all steps of one query.
 pub(crate) struct Ctx<'a> {
-    st: &'a dyn Storage,
+    pub(super) st: &'a dyn Storage,
     pub lookback_ms: i64,
     pub subquery_step_ms: i64,
     pub start_ms: i64,
@@ -86,8 +91,8 @@ pub(crate) struct Ctx<'a> {
     /// Step of a range query; 0 for instant queries.
     pub step_ms: i64,
     /// Time span each selector (keyed by its address in the AST) needs from storage.
-    spans: HashMap<usize, (i64, i64)>,
-    cache: RefCell<HashMap<usize, Rc<Vec<Series>>>>,
+    pub(super) spans: HashMap<usize, (i64, i64)>,
+    pub(super) cache: RefCell<HashMap<usize, Rc<Vec<Series>>>>,
     pub ann: RefCell<Annotations>,
 }
 
@@ -111,7 +116,8 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Vec<Series>, EvalError> {
-        self.range_annotated(st, expr, start_ms, end_ms, step_ms).map(|a| a.value)
+        self.range_annotated(st, expr, start_ms, end_ms, step_ms)
+            .map(|a| a.value)
     }
 
     /// [`Engine::instant`] with the annotations Prometheus would attach.
@@ -135,16 +141,26 @@ impl Engine {
                 let mut out = Vec::with_capacity(m.len());
                 let mut seen = std::collections::HashSet::new();
                 for s in m {
-                    let labels = if s.drop_name { s.labels.without_name() } else { s.labels };
+                    let labels = if s.drop_name {
+                        s.labels.without_name()
+                    } else {
+                        s.labels
+                    };
                     if !seen.insert(labels.clone()) {
                         return Err(EvalError::DuplicateLabelset);
                     }
-                    out.push(Series { labels, samples: s.samples });
+                    out.push(Series {
+                        labels,
+                        samples: s.samples,
+                    });
                 }
                 Value::Matrix(out)
             }
         };
-        Ok(Annotated { value, annotations: ctx.ann.into_inner() })
+        Ok(Annotated {
+            value,
+            annotations: ctx.ann.into_inner(),
+        })
     }
 
     /// [`Engine::range`] with the annotations Prometheus would attach.
@@ -157,7 +173,15 @@ impl Engine {
         step_ms: i64,
     ) -> Result<Annotated<Vec<Series>>, EvalError> {
         if step_ms <= 0 {
-            return Err(EvalError::Query("zero or negative query resolution step widths are not accepted".into()));
+            return Err(EvalError::Query(
+                "zero or negative query resolution step widths are not accepted".into(),
+            ));
+        }
+        // Prometheus's limit, which also bounds the work a single API call can ask for.
+        if end_ms.saturating_sub(start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+            return Err(EvalError::Query(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
         }
         let ctx = Ctx::new(self, st, expr, start_ms, end_ms, step_ms);
         let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -176,15 +200,24 @@ impl Engine {
             };
             for (labels, v) in points {
                 let i = *index.entry(labels.clone()).or_insert_with(|| {
-                    out.push(Series { labels, samples: Vec::new() });
+                    out.push(Series {
+                        labels,
+                        samples: Vec::new(),
+                    });
                     out.len() - 1
                 });
                 out[i].samples.push((t, v));
             }
-            t += step_ms;
+            match t.checked_add(step_ms) {
+                Some(next) => t = next,
+                None => break,
+            }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(Annotated { value: out, annotations: ctx.ann.into_inner() })
+        Ok(Annotated {
+            value: out,
+            annotations: ctx.ann.into_inner(),
+        })
     }
 }
 
@@ -193,7 +226,11 @@ fn finish_vector(vec: Vec<Sample>) -> Result<Vec<(Labels, f64)>, EvalError> {
     let mut seen = std::collections::HashSet::with_capacity(vec.len());
     let mut out = Vec::with_capacity(vec.len());
     for s in vec {
-        let labels = if s.drop_name { s.labels.without_name() } else { s.labels };
+        let labels = if s.drop_name {
+            s.labels.without_name()
+        } else {
+            s.labels
+        };
         if !seen.insert(labels.clone()) {
             return Err(EvalError::DuplicateLabelset);
         }
@@ -206,7 +243,7 @@ pub(crate) fn duration_ms(d: &Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn offset_ms(o: &Option<Offset>) -> i64 {
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
         Some(Offset::Pos(d)) => duration_ms(d),
@@ -223,7 +260,9 @@ fn system_time_ms(t: &SystemTime) -> i64 {
 
 /// The selector's matchers plus the metric name written before the braces.
 pub(crate) fn full_matchers(vs: &VectorSelector) -> Matchers {
-    let Some(name) = &vs.name else { return vs.matchers.clone() };
+    let Some(name) = &vs.name else {
+        return vs.matchers.clone();
+    };
     let has_name = vs
         .matchers
         .matchers
@@ -234,12 +273,20 @@ pub(crate) fn full_matchers(vs: &VectorSelector) -> Matchers {
         return vs.matchers.clone();
     }
     let mut m = vs.matchers.clone();
-    m.matchers.push(Matcher::new(MatchOp::Equal, super::METRIC_NAME, name));
+    m.matchers
+        .push(Matcher::new(MatchOp::Equal, super::METRIC_NAME, name));
     m
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(engine: &Engine, st: &'a dyn Storage, expr: &Expr, start_ms: i64, end_ms: i64, step_ms: i64) -> Self {
+    pub fn new(
+        engine: &Engine,
+        st: &'a dyn Storage,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Self {
         let mut ctx = Ctx {
             st,
             lookback_ms: engine.options.lookback_delta_ms,
@@ -272,7 +319,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Resolves an `@` modifier to milliseconds.
-    fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+    pub(super) fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
             None => None,
             Some(AtModifier::Start) => Some(self.start_ms),
@@ -289,7 +336,10 @@ impl<'a> Ctx<'a> {
                 None => (lo, hi),
             };
             let off = offset_ms(&vs.offset);
-            let span = (l.saturating_sub(off).saturating_sub(back), h.saturating_sub(off));
+            let span = (
+                l.saturating_sub(off).saturating_sub(back),
+                h.saturating_sub(off),
+            );
             let key = vs as *const VectorSelector as usize;
             let e = spans.entry(key).or_insert(span);
             e.0 = e.0.min(span.0);
@@ -305,7 +355,8 @@ impl<'a> Ctx<'a> {
                 };
                 let off = offset_ms(&sq.offset);
                 let range = duration_ms(&sq.range);
-                self.collect_spans(&sq.expr, l - off - range, h - off, spans);
+                let inner_lo = l.saturating_sub(off).saturating_sub(range);
+                self.collect_spans(&sq.expr, inner_lo, h.saturating_sub(off), spans);
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -330,102 +381,9 @@ impl<'a> Ctx<'a> {
 
     /// The time span a selector reads over the whole query, if it is part of it.
     pub fn span_of(&self, vs: &VectorSelector) -> Option<(i64, i64)> {
-        self.spans.get(&(vs as *const VectorSelector as usize)).copied()
-    }
-
-    /// The selector's series over the whole span the query needs, fetched once.
-    fn series(&self, vs: &VectorSelector) -> Result<Rc<Vec<Series>>, EvalError> {
-        let key = vs as *const VectorSelector as usize;
-        if let Some(s) = self.cache.borrow().get(&key) {
-            return Ok(Rc::clone(s));
-        }
-        let (lo, hi) = self.spans.get(&key).copied().unwrap_or((i64::MIN / 4, i64::MAX / 4));
-        let got = Rc::new(self.st.select(&full_matchers(vs), lo, hi)?);
-        self.cache.borrow_mut().insert(key, Rc::clone(&got));
-        Ok(got)
-    }
-
-    fn selector_time(&self, vs: &VectorSelector, t: i64) -> i64 {
-        self.at_ms(&vs.at).unwrap_or(t) - offset_ms(&vs.offset)
-    }
-
-    /// Latest non-stale sample within the lookback window, with its timestamp.
-    pub fn select_instant_with_ts(
-        &self,
-        vs: &VectorSelector,
-        t: i64,
-    ) -> Result<Vec<(Sample, i64)>, EvalError> {
-        let tt = self.selector_time(vs, t);
-        let series = self.series(vs)?;
-        let mut out = Vec::with_capacity(series.len());
-        for s in series.iter() {
-            let hi = s.samples.partition_point(|&(ts, _)| ts <= tt);
-            if hi == 0 {
-                continue;
-            }
-            let (ts, v) = s.samples[hi - 1];
-            if ts <= tt - self.lookback_ms || is_stale_nan(v) {
-                continue;
-            }
-            out.push((Sample { labels: s.labels.clone(), v, drop_name: false }, ts));
-        }
-        Ok(out)
-    }
-
-    fn select_range(&self, ms: &MatrixSelector, t: i64) -> Result<Vec<RangeSeries>, EvalError> {
-        let tt = self.selector_time(&ms.vs, t);
-        let range = duration_ms(&ms.range);
-        let series = self.series(&ms.vs)?;
-        let mut out = Vec::with_capacity(series.len());
-        for s in series.iter() {
-            let lo = s.samples.partition_point(|&(ts, _)| ts <= tt - range);
-            let hi = s.samples.partition_point(|&(ts, _)| ts <= tt);
-            let samples: Vec<(i64, f64)> =
-                s.samples[lo..hi].iter().copied().filter(|&(_, v)| !is_stale_nan(v)).collect();
-            if !samples.is_empty() {
-                out.push(RangeSeries { labels: s.labels.clone(), samples, drop_name: false });
-            }
-        }
-        Ok(out)
-    }
-
-    fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<Vec<RangeSeries>, EvalError> {
-        let end = self.at_ms(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
-        let range = duration_ms(&sq.range);
-        let step = sq.step.as_ref().map(duration_ms).unwrap_or(self.subquery_step_ms);
-        if step <= 0 {
-            return Err(EvalError::Query("subquery step must be positive".into()));
-        }
-        let left = end - range;
-        // First step strictly after the window's open left edge, aligned to the step.
-        let mut ts = step * (left / step);
-        if ts <= left {
-            ts += step;
-        }
-        let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
-        let mut out: Vec<RangeSeries> = Vec::new();
-        while ts <= end {
-            let points: Vec<Sample> = match self.eval(&sq.expr, ts)? {
-                Val::Scalar(v) => vec![Sample { labels: Labels::empty(), v, drop_name: false }],
-                Val::Vector(v) => v,
-                other => {
-                    return Err(EvalError::Query(format!(
-                        "subquery is only allowed on instant vector, got {} instead",
-                        other.type_name()
-                    )));
-                }
-            };
-            for s in points {
-                let key = (s.labels.clone(), s.drop_name);
-                let i = *index.entry(key).or_insert_with(|| {
-                    out.push(RangeSeries { labels: s.labels, samples: Vec::new(), drop_name: s.drop_name });
-                    out.len() - 1
-                });
-                out[i].samples.push((ts, s.v));
-            }
-            ts += step;
-        }
-        Ok(out)
+        self.spans
+            .get(&(vs as *const VectorSelector as usize))
+            .copied()
     }
 
     /// Evaluates `e` at time `t` (milliseconds).
@@ -449,14 +407,19 @@ impl<'a> Ctx<'a> {
                 ))),
             },
             Expr::VectorSelector(vs) => Ok(Val::Vector(
-                self.select_instant_with_ts(vs, t)?.into_iter().map(|(s, _)| s).collect(),
+                self.select_instant_with_ts(vs, t)?
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect(),
             )),
             Expr::MatrixSelector(ms) => Ok(Val::Matrix(self.select_range(ms, t)?)),
             Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, t)?)),
             Expr::Binary(b) => super::binary::eval(self, b, t),
             Expr::Aggregate(a) => super::aggregate::eval(self, a, t),
             Expr::Call(c) => super::functions::call(self, c, t),
-            Expr::Extension(_) => Err(EvalError::Query("extension expressions are not supported".into())),
+            Expr::Extension(_) => Err(EvalError::Query(
+                "extension expressions are not supported".into(),
+            )),
         }
     }
 
@@ -464,7 +427,10 @@ impl<'a> Ctx<'a> {
     pub fn eval_vector(&self, e: &Expr, t: i64) -> Result<Vec<Sample>, EvalError> {
         match self.eval(e, t)? {
             Val::Vector(v) => Ok(v),
-            other => Err(EvalError::Query(format!("expected instant vector, got {}", other.type_name()))),
+            other => Err(EvalError::Query(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
         }
     }
 
@@ -472,7 +438,10 @@ impl<'a> Ctx<'a> {
     pub fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64, EvalError> {
         match self.eval(e, t)? {
             Val::Scalar(v) => Ok(v),
-            other => Err(EvalError::Query(format!("expected scalar, got {}", other.type_name()))),
+            other => Err(EvalError::Query(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
         }
     }
 
@@ -480,7 +449,10 @@ impl<'a> Ctx<'a> {
     pub fn eval_matrix(&self, e: &Expr, t: i64) -> Result<Vec<RangeSeries>, EvalError> {
         match self.eval(e, t)? {
             Val::Matrix(m) => Ok(m),
-            other => Err(EvalError::Query(format!("expected range vector, got {}", other.type_name()))),
+            other => Err(EvalError::Query(format!(
+                "expected range vector, got {}",
+                other.type_name()
+            ))),
         }
     }
 }

@@ -59,7 +59,15 @@ fn simple(name: &str) -> Option<fn(f64) -> f64> {
         "ln" => f64::ln,
         "log2" => f64::log2,
         "log10" => f64::log10,
-        "sgn" => |v: f64| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { v },
+        "sgn" => |v: f64| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                v
+            }
+        },
         "acos" => f64::acos,
         "acosh" => f64::acosh,
         "asin" => f64::asin,
@@ -104,7 +112,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call, t: i64) -> Result<Val, EvalError> {
         "end" => Ok(Val::Scalar(ctx.end_ms as f64 / 1000.0)),
         "min_of" | "max_of" => {
             let (a, b) = (scalar_arg(0, f64::NAN)?, scalar_arg(1, f64::NAN)?);
-            Ok(Val::Scalar(if name == "min_of" { go_min(a, b) } else { go_max(a, b) }))
+            Ok(Val::Scalar(if name == "min_of" {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }))
         }
         "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
         "vector" => Ok(Val::Vector(vec![Sample {
@@ -168,10 +180,16 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call, t: i64) -> Result<Val, EvalError> {
             let vec = ctx.eval_vector(&args[2], t)?;
             super::histogram::histogram_fraction(lo, hi, vec).map(Val::Vector)
         }
-        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
-        | "histogram_stdvar" | "histogram_quantiles" => {
-            Err(EvalError::NativeHistogram(format!("{name}() works on native histograms only")))
-        }
-        _ => Err(EvalError::Query(format!("function {name}() is not supported"))),
+        "histogram_count"
+        | "histogram_sum"
+        | "histogram_avg"
+        | "histogram_stddev"
+        | "histogram_stdvar"
+        | "histogram_quantiles" => Err(EvalError::NativeHistogram(format!(
+            "{name}() works on native histograms only"
+        ))),
+        _ => Err(EvalError::Query(format!(
+            "function {name}() is not supported"
+        ))),
     }
 }

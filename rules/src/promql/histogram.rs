@@ -47,7 +47,9 @@ fn group(ctx: Option<&Ctx<'_>>, vec: Vec<Sample>) -> Vec<Buckets> {
         let key = s.labels.filter(&[BUCKET_LABEL.to_string()], false);
         let i = *index.entry(key).or_insert_with(|| {
             out.push(Buckets {
-                labels: s.labels.filter(&[BUCKET_LABEL.to_string(), METRIC_NAME.to_string()], false),
+                labels: s
+                    .labels
+                    .filter(&[BUCKET_LABEL.to_string(), METRIC_NAME.to_string()], false),
                 name: s.labels.name().unwrap_or("").to_string(),
                 buckets: Vec::new(),
             });
@@ -139,9 +141,16 @@ fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> (f64, bool) {
     (start + (end - start) * (rank / count), forced)
 }
 
-pub(crate) fn histogram_quantile(ctx: &Ctx<'_>, q: f64, vec: Vec<Sample>) -> Result<Vec<Sample>, EvalError> {
+pub(crate) fn histogram_quantile(
+    ctx: &Ctx<'_>,
+    q: f64,
+    vec: Vec<Sample>,
+) -> Result<Vec<Sample>, EvalError> {
     if !(0.0..=1.0).contains(&q) {
-        ctx.warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_go_float(q)));
+        ctx.warn(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            format_go_float(q)
+        ));
     }
     let mut out = Vec::new();
     for mut g in group(Some(ctx), vec) {
@@ -152,7 +161,11 @@ pub(crate) fn histogram_quantile(ctx: &Ctx<'_>, q: f64, vec: Vec<Sample>) -> Res
                 g.name
             ));
         }
-        out.push(Sample { labels: g.labels, v, drop_name: false });
+        out.push(Sample {
+            labels: g.labels,
+            v,
+            drop_name: false,
+        });
     }
     Ok(out)
 }
@@ -191,11 +204,19 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut Vec<(f64, f64)>) -> f64 {
             break;
         }
         if !lower_set && lb < lower && ub > lower {
-            lower_rank = if lb.is_infinite() || ub.is_infinite() { rank } else { interp(lower) };
+            lower_rank = if lb.is_infinite() || ub.is_infinite() {
+                rank
+            } else {
+                interp(lower)
+            };
             lower_set = true;
         }
         if !upper_set && lb < upper && ub > upper {
-            upper_rank = if lb.is_infinite() || ub.is_infinite() { c } else { interp(upper) };
+            upper_rank = if lb.is_infinite() || ub.is_infinite() {
+                c
+            } else {
+                interp(upper)
+            };
             upper_set = true;
         }
         if lower_set && upper_set {
@@ -212,9 +233,17 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut Vec<(f64, f64)>) -> f64 {
     (upper_rank - lower_rank) / count
 }
 
-pub(crate) fn histogram_fraction(lower: f64, upper: f64, vec: Vec<Sample>) -> Result<Vec<Sample>, EvalError> {
+pub(crate) fn histogram_fraction(
+    lower: f64,
+    upper: f64,
+    vec: Vec<Sample>,
+) -> Result<Vec<Sample>, EvalError> {
     Ok(group(None, vec)
         .into_iter()
-        .map(|mut g| Sample { v: bucket_fraction(lower, upper, &mut g.buckets), labels: g.labels, drop_name: false })
+        .map(|mut g| Sample {
+            v: bucket_fraction(lower, upper, &mut g.buckets),
+            labels: g.labels,
+            drop_name: false,
+        })
         .collect())
 }

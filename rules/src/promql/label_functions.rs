@@ -20,7 +20,12 @@ pub(crate) fn absent_labels(e: &Expr) -> Labels {
     };
     let mut b = LabelsBuilder::new();
     let mut seen: Vec<&str> = Vec::new();
-    for m in vs.matchers.matchers.iter().filter(|m| m.name != METRIC_NAME) {
+    for m in vs
+        .matchers
+        .matchers
+        .iter()
+        .filter(|m| m.name != METRIC_NAME)
+    {
         if seen.contains(&m.name.as_str()) {
             b.del(&m.name);
         } else if matches!(m.op, MatchOp::Equal) {
@@ -45,7 +50,10 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
                 let (da, db) = (&a[..la], &b[..lb]);
                 let ta = da.iter().skip_while(|&&c| c == b'0').count();
                 let tb = db.iter().skip_while(|&&c| c == b'0').count();
-                let ord = ta.cmp(&tb).then_with(|| da[la - ta..].cmp(&db[lb - tb..])).then(la.cmp(&lb));
+                let ord = ta
+                    .cmp(&tb)
+                    .then_with(|| da[la - ta..].cmp(&db[lb - tb..]))
+                    .then(la.cmp(&lb));
                 if ord != Ordering::Equal {
                     return ord;
                 }
@@ -104,7 +112,20 @@ fn date_part(name: &str, secs: f64) -> f64 {
     let days = s.div_euclid(86_400);
     let sod = s.rem_euclid(86_400);
     let (y, m, d) = civil(days);
-    let month_days = [31, if is_leap(y) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if is_leap(y) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     match name {
         "year" => y as f64,
         "month" => f64::from(m),
@@ -123,12 +144,20 @@ fn date_part(name: &str, secs: f64) -> f64 {
 fn string_arg(ctx: &Ctx<'_>, e: &Expr, t: i64) -> Result<String, EvalError> {
     match ctx.eval(e, t)? {
         Val::Str(s) => Ok(s),
-        other => Err(EvalError::Query(format!("expected string, got {}", other.type_name()))),
+        other => Err(EvalError::Query(format!(
+            "expected string, got {}",
+            other.type_name()
+        ))),
     }
 }
 
 /// Evaluates `name` if it is handled here; `None` otherwise.
-pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Result<Option<Val>, EvalError> {
+pub(crate) fn call(
+    ctx: &Ctx<'_>,
+    name: &str,
+    args: &[Box<Expr>],
+    t: i64,
+) -> Result<Option<Val>, EvalError> {
     let out = match name {
         "label_replace" => {
             let vec = ctx.eval_vector(&args[0], t)?;
@@ -137,10 +166,14 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
             let src = string_arg(ctx, &args[3], t)?;
             let re_src = string_arg(ctx, &args[4], t)?;
             let re = regex::Regex::new(&format!("^(?s:{re_src})$")).map_err(|_| {
-                EvalError::Query(format!("invalid regular expression in label_replace(): {re_src}"))
+                EvalError::Query(format!(
+                    "invalid regular expression in label_replace(): {re_src}"
+                ))
             })?;
             if dst.is_empty() {
-                return Err(EvalError::Query(format!("invalid destination label name in label_replace(): {dst}")));
+                return Err(EvalError::Query(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
             }
             let mut out = Vec::with_capacity(vec.len());
             for mut s in vec {
@@ -168,11 +201,14 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
                 srcs.push(string_arg(ctx, a, t)?);
             }
             if dst.is_empty() {
-                return Err(EvalError::Query(format!("invalid destination label name in label_join(): {dst}")));
+                return Err(EvalError::Query(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
             }
             let mut out = Vec::with_capacity(vec.len());
             for mut s in vec {
-                let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
+                let joined: Vec<&str> =
+                    srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
                 let joined = joined.join(&sep);
                 let mut b = s.labels.to_builder();
                 b.set(&dst, &joined);
@@ -219,7 +255,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
         "absent" => {
             let vec = ctx.eval_vector(&args[0], t)?;
             if vec.is_empty() {
-                Val::Vector(vec![Sample { labels: absent_labels(&args[0]), v: 1.0, drop_name: false }])
+                Val::Vector(vec![Sample {
+                    labels: absent_labels(&args[0]),
+                    v: 1.0,
+                    drop_name: false,
+                }])
             } else {
                 Val::Vector(Vec::new())
             }
@@ -228,7 +268,11 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
         | "hour" | "minute" => {
             if args.is_empty() {
                 let v = date_part(name, t as f64 / 1000.0);
-                Val::Vector(vec![Sample { labels: Labels::empty(), v, drop_name: false }])
+                Val::Vector(vec![Sample {
+                    labels: Labels::empty(),
+                    v,
+                    drop_name: false,
+                }])
             } else {
                 let vec = ctx.eval_vector(&args[0], t)?;
                 Val::Vector(

@@ -22,7 +22,11 @@ mod labels;
 
 pub mod promqltest;
 mod range_functions;
+mod selectors;
 mod storage;
+#[cfg(test)]
+mod tests;
+mod xxhash;
 
 pub use engine::{Engine, EngineOptions};
 pub use labels::{Labels, LabelsBuilder, METRIC_NAME};
@@ -61,8 +65,14 @@ pub struct InstantSample {
 /// The result of an instant query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Scalar { t_ms: i64, v: f64 },
-    String { t_ms: i64, s: String },
+    Scalar {
+        t_ms: i64,
+        v: f64,
+    },
+    String {
+        t_ms: i64,
+        s: String,
+    },
     Vector(Vec<InstantSample>),
     /// Only returned when the query itself is a range vector (`foo[5m]`).
     Matrix(Vec<Series>),
@@ -83,6 +93,9 @@ pub struct Annotated<T> {
     pub annotations: Annotations,
 }
 
+/// Receives one series' labels and samples from [`Storage::select_each`].
+pub type SeriesVisitor<'f> = dyn FnMut(&Labels, &[(i64, f64)]) + 'f;
+
 /// A storage backend failed to answer a select.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("storage: {0}")]
@@ -98,6 +111,42 @@ pub trait Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, StorageError>;
+
+    /// Calls `f` with every matching series' samples in `[start_ms, end_ms]` (series
+    /// without samples there are skipped). Range functions read windows this way
+    /// without copying them; the default goes through `select`.
+    fn select_each(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut SeriesVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        for s in self.select(matchers, start_ms, end_ms)? {
+            f(&s.labels, &s.samples);
+        }
+        Ok(())
+    }
+
+    /// The newest sample in `(t_ms - lookback_ms, t_ms]` of every matching series that
+    /// has one, staleness markers included. This is all an instant selector needs;
+    /// stores can override it to skip copying whole windows (the default does not).
+    fn select_latest(
+        &self,
+        matchers: &Matchers,
+        t_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(Labels, i64, f64)>, StorageError> {
+        Ok(self
+            .select(
+                matchers,
+                t_ms.saturating_sub(lookback_ms).saturating_add(1),
+                t_ms,
+            )?
+            .into_iter()
+            .filter_map(|s| s.samples.last().map(|&(t, v)| (s.labels, t, v)))
+            .collect())
+    }
 }
 
 /// Why a query failed. Messages match Prometheus's where tests compare them.

@@ -4,7 +4,7 @@
 use promql_parser::parser::{AtModifier, Expr, Offset};
 
 use super::aggregate::{format_go_float, kahan_inc, kahan_sum, mean, quantile};
-use super::engine::{Ctx, RangeSeries, Sample, Val, duration_ms};
+use super::engine::{Ctx, Sample, Val, duration_ms};
 use super::functions::unwrap_parens;
 use super::{EvalError, Labels, label_functions};
 
@@ -15,10 +15,12 @@ fn window(ctx: &Ctx<'_>, e: &Expr, t: i64) -> (i64, i64) {
             None => t,
             Some(AtModifier::Start) => ctx.start_ms,
             Some(AtModifier::End) => ctx.end_ms,
-            Some(AtModifier::At(st)) => match st.duration_since(std::time::SystemTime::UNIX_EPOCH) {
-                Ok(d) => duration_ms(&d),
-                Err(e) => -duration_ms(&e.duration()),
-            },
+            Some(AtModifier::At(st)) => {
+                match st.duration_since(std::time::SystemTime::UNIX_EPOCH) {
+                    Ok(d) => duration_ms(&d),
+                    Err(e) => -duration_ms(&e.duration()),
+                }
+            }
         };
         base - match off {
             None => 0,
@@ -34,11 +36,19 @@ fn window(ctx: &Ctx<'_>, e: &Expr, t: i64) -> (i64, i64) {
 }
 
 fn is_counter_name(n: &str) -> bool {
-    ["_total", "_sum", "_count", "_bucket"].iter().any(|s| n.ends_with(s))
+    ["_total", "_sum", "_count", "_bucket"]
+        .iter()
+        .any(|s| n.ends_with(s))
 }
 
 /// Prometheus's `extrapolatedRate` for floats.
-fn extrapolated_rate(s: &[(i64, f64)], end: i64, range: i64, counter: bool, rate: bool) -> Option<f64> {
+fn extrapolated_rate(
+    s: &[(i64, f64)],
+    end: i64,
+    range: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
     if s.len() < 2 {
         return None;
     }
@@ -161,16 +171,42 @@ fn values(s: &[(i64, f64)]) -> Vec<f64> {
 }
 
 /// Evaluates `name` if it is a range-vector function; `None` otherwise.
-pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Result<Option<Val>, EvalError> {
+pub(crate) fn call(
+    ctx: &Ctx<'_>,
+    name: &str,
+    args: &[Box<Expr>],
+    t: i64,
+) -> Result<Option<Val>, EvalError> {
     let known = matches!(
         name,
-        "rate" | "increase" | "delta" | "irate" | "idelta" | "resets" | "changes" | "deriv"
-            | "predict_linear" | "avg_over_time" | "min_over_time" | "max_over_time"
-            | "sum_over_time" | "count_over_time" | "last_over_time" | "first_over_time"
-            | "present_over_time" | "stddev_over_time" | "stdvar_over_time"
-            | "quantile_over_time" | "mad_over_time" | "absent_over_time"
-            | "double_exponential_smoothing" | "holt_winters" | "ts_of_min_over_time"
-            | "ts_of_max_over_time" | "ts_of_last_over_time" | "ts_of_first_over_time"
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "resets"
+            | "changes"
+            | "deriv"
+            | "predict_linear"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "quantile_over_time"
+            | "mad_over_time"
+            | "absent_over_time"
+            | "double_exponential_smoothing"
+            | "holt_winters"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_last_over_time"
+            | "ts_of_first_over_time"
     );
     if !known {
         return Ok(None);
@@ -185,21 +221,30 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
         }
         (0, p)
     };
-    let matrix = ctx.eval_matrix(&args[m_idx], t)?;
     if name == "absent_over_time" {
-        if !matrix.is_empty() {
+        let mut any = false;
+        ctx.for_each_window(&args[0], t, &mut |_, _, _| any = true)?;
+        if any {
             return Ok(Some(Val::Vector(Vec::new())));
         }
         let labels = label_functions::absent_labels(&args[0]);
-        return Ok(Some(Val::Vector(vec![Sample { labels, v: 1.0, drop_name: false }])));
+        return Ok(Some(Val::Vector(vec![Sample {
+            labels,
+            v: 1.0,
+            drop_name: false,
+        }])));
     }
     if matches!(name, "double_exponential_smoothing" | "holt_winters") {
         let (sf, tf) = (params[0], params[1]);
         if sf <= 0.0 || sf >= 1.0 {
-            return Err(EvalError::Query(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}")));
+            return Err(EvalError::Query(format!(
+                "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+            )));
         }
         if tf <= 0.0 || tf >= 1.0 {
-            return Err(EvalError::Query(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}")));
+            return Err(EvalError::Query(format!(
+                "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+            )));
         }
     }
     if name == "quantile_over_time" && !(0.0..=1.0).contains(&params[0]) {
@@ -210,10 +255,21 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
     }
     let (end, range) = window(ctx, &args[m_idx], t);
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
-    let mut out = Vec::with_capacity(matrix.len());
+    let mut out = Vec::new();
     let mut reported: Option<Labels> = None;
-    for RangeSeries { labels, samples: s, drop_name } in matrix {
-        if matches!(name, "rate" | "increase" | "irate") && s.len() >= 2
+    let counter_fn = matches!(name, "rate" | "increase" | "irate");
+    // A selector written with a metric name (the usual case) is checked once, not
+    // per series: reading every series' name costs a cache miss each.
+    let named = match unwrap_parens(&args[m_idx]) {
+        Expr::MatrixSelector(ms) if counter_fn => ms.vs.name.clone(),
+        _ => None,
+    };
+    let check_each = counter_fn && named.is_none();
+    let mut counted_pairs = false;
+    let mut per_series = |labels: &Labels, drop_name: bool, s: &[(i64, f64)]| {
+        counted_pairs |= s.len() >= 2;
+        if check_each
+            && s.len() >= 2
             && let Some(n) = labels.name()
             && !is_counter_name(n)
             && reported.as_ref().and_then(|r| r.name()) != Some(n)
@@ -224,53 +280,72 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
             reported = Some(labels.clone());
         }
         let v = match name {
-            "rate" => extrapolated_rate(&s, end, range, true, true),
-            "increase" => extrapolated_rate(&s, end, range, true, false),
-            "delta" => extrapolated_rate(&s, end, range, false, false),
-            "irate" => instant_rate(&s, true),
-            "idelta" => instant_rate(&s, false),
+            "rate" => extrapolated_rate(s, end, range, true, true),
+            "increase" => extrapolated_rate(s, end, range, true, false),
+            "delta" => extrapolated_rate(s, end, range, false, false),
+            "irate" => instant_rate(s, true),
+            "idelta" => instant_rate(s, false),
             "resets" => Some(s.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
             "changes" => Some(
                 s.windows(2)
                     .filter(|w| !(w[0].1 == w[1].1 || (w[0].1.is_nan() && w[1].1.is_nan())))
                     .count() as f64,
             ),
-            "deriv" => (s.len() >= 2).then(|| linear_regression(&s, s[0].0).0),
+            "deriv" => (s.len() >= 2).then(|| linear_regression(s, s[0].0).0),
             "predict_linear" => (s.len() >= 2).then(|| {
-                let (slope, icpt) = linear_regression(&s, t);
+                let (slope, icpt) = linear_regression(s, t);
                 slope * params[0] + icpt
             }),
-            "avg_over_time" => Some(mean(&values(&s))),
-            "min_over_time" => Some(s.iter().fold(f64::NAN, |m, &(_, v)| if m.is_nan() || v < m { v } else { m })),
-            "max_over_time" => Some(s.iter().fold(f64::NAN, |m, &(_, v)| if m.is_nan() || v > m { v } else { m })),
+            "avg_over_time" => Some(mean(&values(s))),
+            "min_over_time" => {
+                Some(s.iter().fold(
+                    f64::NAN,
+                    |m, &(_, v)| if m.is_nan() || v < m { v } else { m },
+                ))
+            }
+            "max_over_time" => {
+                Some(s.iter().fold(
+                    f64::NAN,
+                    |m, &(_, v)| if m.is_nan() || v > m { v } else { m },
+                ))
+            }
             "sum_over_time" => Some(kahan_sum(s.iter().map(|&(_, v)| v))),
             "count_over_time" => Some(s.len() as f64),
             "last_over_time" => s.last().map(|&(_, v)| v),
             "first_over_time" => s.first().map(|&(_, v)| v),
             "present_over_time" => Some(1.0),
-            "stdvar_over_time" => Some(stdvar_over_time(&s)),
-            "stddev_over_time" => Some(stdvar_over_time(&s).sqrt()),
-            "quantile_over_time" => Some(quantile(params[0], values(&s))),
+            "stdvar_over_time" => Some(stdvar_over_time(s)),
+            "stddev_over_time" => Some(stdvar_over_time(s).sqrt()),
+            "quantile_over_time" => Some(quantile(params[0], values(s))),
             "mad_over_time" => {
-                let vals = values(&s);
+                let vals = values(s);
                 if vals.iter().any(|v| v.is_nan()) {
                     Some(f64::NAN)
                 } else {
                     let med = quantile(0.5, vals.clone());
-                    Some(quantile(0.5, vals.iter().map(|v| (v - med).abs()).collect()))
+                    Some(quantile(
+                        0.5,
+                        vals.iter().map(|v| (v - med).abs()).collect(),
+                    ))
                 }
             }
-            "double_exponential_smoothing" | "holt_winters" => smoothing(&s, params[0], params[1]),
+            "double_exponential_smoothing" | "holt_winters" => smoothing(s, params[0], params[1]),
             "ts_of_last_over_time" => s.last().map(|&(ts, _)| ts as f64 / 1000.0),
             "ts_of_first_over_time" => s.first().map(|&(ts, _)| ts as f64 / 1000.0),
             "ts_of_min_over_time" | "ts_of_max_over_time" => {
                 let max = name == "ts_of_max_over_time";
                 let mut best: Option<(i64, f64)> = None;
-                for &(ts, v) in &s {
+                for &(ts, v) in s {
                     let better = match best {
                         None => true,
                         Some((_, b)) if b.is_nan() => !v.is_nan(),
-                        Some((_, b)) => if max { v >= b } else { v <= b },
+                        Some((_, b)) => {
+                            if max {
+                                v >= b
+                            } else {
+                                v <= b
+                            }
+                        }
                     };
                     if better {
                         best = Some((ts, v));
@@ -281,8 +356,21 @@ pub(crate) fn call(ctx: &Ctx<'_>, name: &str, args: &[Box<Expr>], t: i64) -> Res
             _ => None,
         };
         if let Some(v) = v {
-            out.push(Sample { labels, v, drop_name: if keep_name { drop_name } else { true } });
+            out.push(Sample {
+                labels: labels.clone(),
+                v,
+                drop_name: if keep_name { drop_name } else { true },
+            });
         }
+    };
+    ctx.for_each_window(&args[m_idx], t, &mut per_series)?;
+    if let Some(n) = named
+        && counted_pairs
+        && !is_counter_name(&n)
+    {
+        ctx.info(format!(
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"
+        ));
     }
     Ok(Some(Val::Vector(out)))
 }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{Labels, MatchOp, Matcher, Matchers, Series, Storage, StorageError};
+use super::{Labels, MatchOp, Matcher, Matchers, Series, SeriesVisitor, Storage, StorageError};
 
 /// Series held in memory, indexed by label name and value.
 #[derive(Debug, Default, Clone)]
@@ -39,7 +39,10 @@ impl MemoryStorage {
                         .push(id);
                 }
                 self.ids.insert(labels.clone(), id);
-                self.series.push(Series { labels, samples: Vec::new() });
+                self.series.push(Series {
+                    labels,
+                    samples: Vec::new(),
+                });
                 id
             }
         };
@@ -102,11 +105,14 @@ impl MemoryStorage {
         let rest: Vec<&Matcher> = group.iter().filter(|m| !is_eq(m)).collect();
         let matches = |id: usize| {
             let l = &self.series[id].labels;
-            rest.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
+            rest.iter()
+                .all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
         };
         if !lists.is_empty() {
             lists.sort_by_key(|l| l.len());
-            let (first, others) = lists.split_first().map_or((&[][..], &[][..]), |(f, o)| (*f, o));
+            let (first, others) = lists
+                .split_first()
+                .map_or((&[][..], &[][..]), |(f, o)| (*f, o));
             out.extend(
                 first
                     .iter()
@@ -160,13 +166,8 @@ pub(crate) fn matches_labels(matchers: &Matchers, l: &Labels) -> bool {
         .any(|g| group_ok(g) && group_ok(&matchers.matchers))
 }
 
-impl Storage for MemoryStorage {
-    fn select(
-        &self,
-        matchers: &Matchers,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Series>, StorageError> {
+impl MemoryStorage {
+    fn matching_ids(&self, matchers: &Matchers) -> Vec<usize> {
         let mut ids = Vec::new();
         if matchers.or_matchers.is_empty() {
             self.select_group(&matchers.matchers, &mut ids);
@@ -179,13 +180,66 @@ impl Storage for MemoryStorage {
             ids.sort_unstable();
             ids.dedup();
         }
+        ids
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn select(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        let ids = self.matching_ids(matchers);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let s = &self.series[id];
             let hi = tail_partition(&s.samples, end_ms, true);
             let lo = tail_partition(&s.samples[..hi], start_ms, false);
             if lo < hi {
-                out.push(Series { labels: s.labels.clone(), samples: s.samples[lo..hi].to_vec() });
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples: s.samples[lo..hi].to_vec(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn select_each(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+        f: &mut SeriesVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        for id in self.matching_ids(matchers) {
+            let s = &self.series[id];
+            let hi = tail_partition(&s.samples, end_ms, true);
+            let lo = tail_partition(&s.samples[..hi], start_ms, false);
+            if lo < hi {
+                f(&s.labels, &s.samples[lo..hi]);
+            }
+        }
+        Ok(())
+    }
+
+    fn select_latest(
+        &self,
+        matchers: &Matchers,
+        t_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(Labels, i64, f64)>, StorageError> {
+        let ids = self.matching_ids(matchers);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let s = &self.series[id];
+            let hi = tail_partition(&s.samples, t_ms, true);
+            if let Some(&(t, v)) = hi.checked_sub(1).map(|i| &s.samples[i])
+                && t > t_ms - lookback_ms
+            {
+                out.push((s.labels.clone(), t, v));
             }
         }
         Ok(out)
@@ -212,7 +266,11 @@ mod tests {
         let s = store();
         let m = Matchers::new(vec![
             Matcher::new(MatchOp::Equal, "__name__", "up"),
-            Matcher::new(MatchOp::Re(regex::Regex::new("^(?:a|c)$").unwrap()), "job", "a|c"),
+            Matcher::new(
+                MatchOp::Re(regex::Regex::new("^(?:a|c)$").unwrap()),
+                "job",
+                "a|c",
+            ),
         ]);
         let got = s.select(&m, 1500, 3000).unwrap();
         assert_eq!(got.len(), 2);
@@ -220,6 +278,10 @@ mod tests {
         assert_eq!(got[1].labels.get("job"), Some("c"));
         let none = s.select(&m, 3000, 4000).unwrap();
         assert!(none.is_empty());
+        let latest = s.select_latest(&m, 2500, 1000).unwrap();
+        assert_eq!(latest.len(), 2);
+        assert_eq!((latest[0].1, latest[0].2), (2000, 0.0));
+        assert!(s.select_latest(&m, 2500, 500).unwrap().is_empty());
     }
 
     #[test]
@@ -228,7 +290,11 @@ mod tests {
         for t in -5..400 {
             for after in [false, true] {
                 let want = samples.partition_point(|&(ts, _)| if after { ts <= t } else { ts < t });
-                assert_eq!(tail_partition(&samples, t, after), want, "t={t} after={after}");
+                assert_eq!(
+                    tail_partition(&samples, t, after),
+                    want,
+                    "t={t} after={after}"
+                );
             }
         }
         assert_eq!(tail_partition(&[], 5, true), 0);

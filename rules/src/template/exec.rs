@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::gofmt::float_v;
-use super::parse::{Arg, Item, Pipe};
+use super::parse::{Arg, Cmd, Item, Pipe};
 use super::{Env, QuerySample, TemplateError};
 
 /// A template value: the Go types Prometheus's template data and functions produce.
@@ -184,18 +184,21 @@ impl Exec<'_> {
     fn eval_cmds(&mut self, p: &Pipe, dot: &Val) -> Result<Val, TemplateError> {
         let mut prev: Option<Val> = None;
         for cmd in &p.cmds {
-            prev = Some(self.command(cmd, dot, prev, p.line)?);
+            prev = Some(self.command(cmd, dot, prev)?);
         }
         Ok(prev.unwrap_or(Val::Nil))
     }
 
-    fn command(
-        &mut self,
-        cmd: &[Arg],
-        dot: &Val,
-        prev: Option<Val>,
-        line: usize,
-    ) -> Result<Val, TemplateError> {
+    /// Go's located error: `template: NAME:LINE:COL: executing "NAME" at <CMD>: MSG`.
+    fn err_at(&self, cmd: &Cmd, msg: impl std::fmt::Display) -> TemplateError {
+        TemplateError(format!(
+            "template: {}:{}:{}: executing {:?} at <{}>: {msg}",
+            self.name, cmd.line, cmd.col, self.name, cmd.text
+        ))
+    }
+
+    fn command(&mut self, c: &Cmd, dot: &Val, prev: Option<Val>) -> Result<Val, TemplateError> {
+        let (cmd, line) = (c.args.as_slice(), c.line);
         let Some(first) = cmd.first() else {
             return Ok(Val::Nil);
         };
@@ -209,11 +212,11 @@ impl Exec<'_> {
                 args.push(p);
             }
             return super::funcs::call(f, args, self.env)
-                .map_err(|e| self.err(line, format!("error calling {f}: {e}")));
+                .map_err(|e| self.err_at(c, format!("error calling {f}: {e}")));
         }
         if cmd.len() > 1 || prev.is_some() {
-            return Err(self.err(
-                line,
+            return Err(self.err_at(
+                c,
                 format!("can't give argument to non-function {}", arg_text(first)),
             ));
         }
@@ -273,7 +276,9 @@ impl Exec<'_> {
                     }
                 },
                 Val::Nil => {
-                    return Err(self.err(line, format!("nil pointer evaluating interface {{}}.{f}")));
+                    return Err(
+                        self.err(line, format!("nil pointer evaluating interface {{}}.{f}"))
+                    );
                 }
                 other => {
                     return Err(self.err(

@@ -8,22 +8,25 @@
 //! `<error expanding template: ...>` in Prometheus when a function fails.
 //!
 //! # Layout
-//! - `parse`: lexer and parser (parse-time errors worded as Go words them).
+//! - `lex`, `parse`: lexer and parser (parse-time errors worded as Go words them).
 //! - `exec`: the executor and the [`Val`] type.
-//! - `funcs`: the function map.
+//! - `funcs`: the function map; `humanize`: the humanize* functions and Go's time
+//!   and duration printing.
 //! - `gofmt`: Go's float printing and `Sprintf`.
 
 mod exec;
 mod funcs;
 mod gofmt;
+mod humanize;
+mod lex;
 mod parse;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub use exec::Val;
-pub use funcs::{go_duration_string, go_time_string, humanize, humanize_duration, humanize1024};
 pub use gofmt::{float_v as format_go_float, format_float, quote as go_quote, sprintf};
+pub use humanize::{go_duration_string, go_time_string, humanize, humanize_duration, humanize1024};
 
 /// A template that failed to parse or execute; the message is Go's.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -111,7 +114,30 @@ pub fn alert_data<'a>(
 /// Expands an alert template as Prometheus's alerting rule does: a template that fails
 /// to parse or run yields `<error expanding template: ...>` instead of failing the rule.
 pub fn expand_alert(alert_name: &str, text: &str, data: &Val, env: &Env<'_>) -> String {
-    match Template::parse_alert(alert_name, text).and_then(|t| t.execute(data, env)) {
+    expand_parsed(
+        &Template::parse_alert(alert_name, text),
+        alert_name,
+        data,
+        env,
+    )
+}
+
+/// [`expand_alert`] for a template parsed once up front, with Prometheus's wording of
+/// both failure kinds.
+pub fn expand_parsed(
+    parsed: &Result<Template, TemplateError>,
+    alert_name: &str,
+    data: &Val,
+    env: &Env<'_>,
+) -> String {
+    let name = format!("__alert_{alert_name}");
+    let result = match parsed {
+        Err(e) => Err(format!("error parsing template {name}: {e}")),
+        Ok(t) => t
+            .execute(data, env)
+            .map_err(|e| format!("error executing template {name}: {e}")),
+    };
+    match result {
         Ok(s) => s,
         Err(e) => format!("<error expanding template: {e}>"),
     }
@@ -229,7 +255,15 @@ mod tests {
                 .to_string()
                 .contains(":2:")
         );
-        assert!(x("{{ gt $value 80 }}", 1.0).starts_with("<error expanding template: "));
+        assert_eq!(
+            x("{{ gt $value 80 }}", 1.0),
+            "<error expanding template: error executing template __alert_A: template: __alert_A:1:115: \
+             executing \"__alert_A\" at <gt $value 80>: error calling gt: incompatible types for comparison>"
+        );
+        assert!(
+            x("{{ $labels.x", 1.0)
+                .starts_with("<error expanding template: error parsing template __alert_A: ")
+        );
         assert!(x("{{ query \"up\" }}", 1.0).contains("query is not available"));
     }
 

@@ -5,6 +5,7 @@
 //! `(...)`. Like Go, it reports undefined variables and functions when parsing.
 
 use super::TemplateError;
+use super::lex::{Chunk, Tok, lex_err, split_chunks};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
@@ -32,7 +33,17 @@ pub(crate) struct Pipe {
     pub line: usize,
     pub decl: Vec<String>,
     pub assign: bool,
-    pub cmds: Vec<Vec<Arg>>,
+    pub cmds: Vec<Cmd>,
+}
+
+/// One command of a pipeline, with what Go's errors cite: the 1-based line, the
+/// 0-based byte column of its first token, and its source text.
+#[derive(Debug, Clone)]
+pub(crate) struct Cmd {
+    pub args: Vec<Arg>,
+    pub line: usize,
+    pub col: usize,
+    pub text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -49,270 +60,28 @@ pub(crate) enum Arg {
     Sub(Box<Pipe>, Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Pipe,
-    Open,
-    Close,
-    Comma,
-    Declare,
-    Assign,
-    Str(String),
-    Num(String),
-    Var(String),
-    Field(String),
-    Dot,
-    Ident(String),
-}
-
 /// The keyword (`end` or `else`) that closed a list, and its line.
 type EndMarker = (String, usize);
 
-/// One action's tokens plus its line, or a text run.
-enum Chunk {
-    Text(String),
-    Action(Vec<Tok>, usize),
-}
-
 pub(crate) struct Parser<'a> {
     name: &'a str,
+    src: &'a str,
     funcs: &'a dyn Fn(&str) -> bool,
     chunks: Vec<Chunk>,
     pos: usize,
     scopes: Vec<Vec<String>>,
 }
 
-fn lex_err(name: &str, line: usize, msg: impl Into<String>) -> TemplateError {
-    TemplateError(format!("template: {name}:{line}: {}", msg.into()))
-}
-
-fn split_chunks(name: &str, text: &str) -> Result<Vec<Chunk>, TemplateError> {
-    let mut chunks = Vec::new();
-    let mut rest = text;
-    let mut line = 1;
-    let mut trim_next = false;
-    while !rest.is_empty() {
-        let Some(open) = rest.find("{{") else {
-            let t = if trim_next { rest.trim_start() } else { rest };
-            chunks.push(Chunk::Text(t.to_string()));
-            break;
-        };
-        let mut t = &rest[..open];
-        if trim_next {
-            t = t.trim_start();
-        }
-        let mut body = &rest[open + 2..];
-        let trim_left = body.starts_with("- ")
-            || body.starts_with("-\t")
-            || body.starts_with("-\n")
-            || body.starts_with("-\r");
-        if trim_left {
-            t = t.trim_end();
-            body = &body[1..];
-        }
-        if !t.is_empty() {
-            chunks.push(Chunk::Text(t.to_string()));
-        }
-        line += rest[..open].matches('\n').count();
-        let action_line = line;
-        let (toks, consumed, trim_right) = lex_action(name, body, action_line)?;
-        line += body[..consumed].matches('\n').count();
-        if let Some(toks) = toks {
-            chunks.push(Chunk::Action(toks, action_line));
-        }
-        trim_next = trim_right;
-        rest = &body[consumed..];
-    }
-    Ok(chunks)
-}
-
-/// Lexes one action body; returns its tokens (None for a comment), the bytes used
-/// including the closing delimiter, and whether it ends with `-}}`.
-fn lex_action(
-    name: &str,
-    body: &str,
-    line: usize,
-) -> Result<(Option<Vec<Tok>>, usize, bool), TemplateError> {
-    let b = body.as_bytes();
-    let trimmed = body.trim_start();
-    if trimmed.starts_with("/*") {
-        let start = body.len() - trimmed.len();
-        let end = body[start..]
-            .find("*/")
-            .ok_or_else(|| lex_err(name, line, "unclosed comment"))?
-            + start
-            + 2;
-        let after = &body[end..];
-        let after_t = after.trim_start();
-        if let Some(r) = after_t.strip_prefix("-}}") {
-            return Ok((None, body.len() - r.len(), true));
-        }
-        if let Some(r) = after.strip_prefix("}}") {
-            return Ok((None, body.len() - r.len(), false));
-        }
-        return Err(lex_err(name, line, "comment ends before closing delimiter"));
-    }
-    let mut toks = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            if body[i..].trim_start().starts_with("-}}") {
-                let j = i + (body[i..].len() - body[i..].trim_start().len());
-                return Ok((Some(toks), j + 3, true));
-            }
-            i += 1;
-            continue;
-        }
-        if body[i..].starts_with("}}") {
-            return Ok((Some(toks), i + 2, false));
-        }
-        let start = i;
-        let ident_end = |mut j: usize| {
-            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80) {
-                j += 1;
-            }
-            j
-        };
-        match c {
-            b'|' => {
-                toks.push(Tok::Pipe);
-                i += 1;
-            }
-            b'(' => {
-                toks.push(Tok::Open);
-                i += 1;
-            }
-            b')' => {
-                toks.push(Tok::Close);
-                i += 1;
-            }
-            b',' => {
-                toks.push(Tok::Comma);
-                i += 1;
-            }
-            b':' if b.get(i + 1) == Some(&b'=') => {
-                toks.push(Tok::Declare);
-                i += 2;
-            }
-            b'=' => {
-                toks.push(Tok::Assign);
-                i += 1;
-            }
-            b'"' => {
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    let ch = body[i..]
-                        .chars()
-                        .next()
-                        .ok_or_else(|| lex_err(name, line, "unterminated quoted string"))?;
-                    i += ch.len_utf8();
-                    match ch {
-                        '"' => break,
-                        '\n' => return Err(lex_err(name, line, "unterminated quoted string")),
-                        '\\' => {
-                            let e = body[i..]
-                                .chars()
-                                .next()
-                                .ok_or_else(|| lex_err(name, line, "unterminated quoted string"))?;
-                            i += e.len_utf8();
-                            s.push(match e {
-                                'n' => '\n',
-                                't' => '\t',
-                                'r' => '\r',
-                                '\\' => '\\',
-                                '"' => '"',
-                                '\'' => '\'',
-                                'a' => '\x07',
-                                '0' => '\0',
-                                _ => {
-                                    return Err(lex_err(
-                                        name,
-                                        line,
-                                        format!("invalid syntax: \\{e}"),
-                                    ));
-                                }
-                            });
-                        }
-                        other => s.push(other),
-                    }
-                }
-                toks.push(Tok::Str(s));
-            }
-            b'`' => {
-                let end = body[i + 1..]
-                    .find('`')
-                    .ok_or_else(|| lex_err(name, line, "unterminated raw quoted string"))?;
-                toks.push(Tok::Str(body[i + 1..i + 1 + end].to_string()));
-                i += end + 2;
-            }
-            b'\'' => {
-                let ch = body[i + 1..]
-                    .chars()
-                    .next()
-                    .ok_or_else(|| lex_err(name, line, "unterminated character constant"))?;
-                if body[i + 1 + ch.len_utf8()..].starts_with('\'') {
-                    toks.push(Tok::Num((ch as u32).to_string()));
-                    i += 2 + ch.len_utf8();
-                } else {
-                    return Err(lex_err(name, line, "unterminated character constant"));
-                }
-            }
-            b'$' => {
-                let j = ident_end(i + 1);
-                toks.push(Tok::Var(body[i..j].to_string()));
-                i = j;
-            }
-            b'.' if b
-                .get(i + 1)
-                .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_') =>
-            {
-                let j = ident_end(i + 1);
-                toks.push(Tok::Field(body[i + 1..j].to_string()));
-                i = j;
-            }
-            b'.' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                toks.push(Tok::Dot);
-                i += 1;
-            }
-            b'0'..=b'9' | b'+' | b'-' | b'.' => {
-                let mut j = i + 1;
-                while j < b.len()
-                    && (b[j].is_ascii_alphanumeric()
-                        || b[j] == b'.'
-                        || b[j] == b'_'
-                        || ((b[j] == b'+' || b[j] == b'-')
-                            && matches!(b[j - 1], b'e' | b'E' | b'p' | b'P')))
-                {
-                    j += 1;
-                }
-                toks.push(Tok::Num(body[i..j].to_string()));
-                i = j;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
-                let j = ident_end(i);
-                toks.push(Tok::Ident(body[i..j].to_string()));
-                i = j;
-            }
-            _ => {
-                let ch = body[start..].chars().next().unwrap_or('?');
-                return Err(lex_err(name, line, format!("unexpected {ch:?} in command")));
-            }
-        }
-    }
-    Err(lex_err(name, line, "unclosed action"))
-}
-
 impl<'a> Parser<'a> {
     pub fn parse(
         name: &'a str,
-        text: &str,
+        text: &'a str,
         funcs: &'a dyn Fn(&str) -> bool,
     ) -> Result<Vec<Item>, TemplateError> {
         let chunks = split_chunks(name, text)?;
         let mut p = Parser {
             name,
+            src: text,
             funcs,
             chunks,
             pos: 0,
@@ -335,12 +104,12 @@ impl<'a> Parser<'a> {
         while self.pos < self.chunks.len() {
             let idx = self.pos;
             self.pos += 1;
-            let (toks, line) = match &self.chunks[idx] {
+            let (toks, spans, line) = match &self.chunks[idx] {
                 Chunk::Text(t) => {
                     items.push(Item::Text(t.clone()));
                     continue;
                 }
-                Chunk::Action(toks, line) => (toks.clone(), *line),
+                Chunk::Action(toks, spans, line) => (toks.clone(), spans.clone(), *line),
             };
             match toks.first() {
                 Some(Tok::Ident(k)) if k == "end" => {
@@ -356,7 +125,7 @@ impl<'a> Parser<'a> {
                 }
                 Some(Tok::Ident(k)) if matches!(k.as_str(), "if" | "with" | "range") => {
                     let k = k.clone();
-                    items.push(self.control(&k, &toks[1..], line)?);
+                    items.push(self.control(&k, &toks[1..], &spans[1..], line)?);
                 }
                 Some(Tok::Ident(k))
                     if matches!(
@@ -368,7 +137,7 @@ impl<'a> Parser<'a> {
                 }
                 None => return Err(self.err(line, "missing value for command")),
                 _ => {
-                    let pipe = self.pipeline(&toks, line, true)?;
+                    let pipe = self.pipeline(&toks, &spans, line, true)?;
                     items.push(Item::Action(pipe));
                 }
             }
@@ -376,9 +145,15 @@ impl<'a> Parser<'a> {
         Ok((items, None))
     }
 
-    fn control(&mut self, kw: &str, toks: &[Tok], line: usize) -> Result<Item, TemplateError> {
+    fn control(
+        &mut self,
+        kw: &str,
+        toks: &[Tok],
+        spans: &[(usize, usize)],
+        line: usize,
+    ) -> Result<Item, TemplateError> {
         self.scopes.push(Vec::new());
-        let pipe = self.pipeline(toks, line, true)?;
+        let pipe = self.pipeline(toks, spans, line, true)?;
         if pipe.cmds.is_empty() {
             return Err(self.err(line, format!("missing value for {kw}")));
         }
@@ -390,10 +165,10 @@ impl<'a> Parser<'a> {
             Some((e, _)) if e == "end" => {}
             Some((_, eline)) => {
                 // An `else` chunk: plain, or `else if`/`else with` chained on one `end`.
-                let Chunk::Action(etoks, _) = &self.chunks[self.pos] else {
+                let Chunk::Action(etoks, espans, _) = &self.chunks[self.pos] else {
                     return Err(self.err(eline, "unexpected else"));
                 };
-                let etoks = etoks.clone();
+                let (etoks, espans) = (etoks.clone(), espans.clone());
                 self.pos += 1;
                 match etoks.get(1) {
                     None => {
@@ -407,7 +182,7 @@ impl<'a> Parser<'a> {
                     }
                     Some(Tok::Ident(k)) if (k == "if" || k == "with") && kw != "range" => {
                         let k = k.clone();
-                        els.push(self.control(&k, &etoks[2..], eline)?);
+                        els.push(self.control(&k, &etoks[2..], &espans[2..], eline)?);
                     }
                     _ => return Err(self.err(eline, "unexpected token after else")),
                 }
@@ -428,7 +203,31 @@ impl<'a> Parser<'a> {
         self.scopes.iter().any(|s| s.iter().any(|x| x == v))
     }
 
-    fn pipeline(&mut self, toks: &[Tok], line: usize, top: bool) -> Result<Pipe, TemplateError> {
+    /// The command made of tokens `first..end`, located and with its source text.
+    fn cmd(&self, args: Vec<Arg>, spans: &[(usize, usize)], first: usize, end: usize) -> Cmd {
+        let (start, stop) = (spans[first].0, spans[end - 1].1);
+        let before = &self.src[..start];
+        let line = 1 + before.matches('\n').count();
+        let col = before.rfind('\n').map_or(start, |nl| start - (nl + 1));
+        let text = self.src[start..stop]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Cmd {
+            args,
+            line,
+            col,
+            text,
+        }
+    }
+
+    fn pipeline(
+        &mut self,
+        toks: &[Tok],
+        spans: &[(usize, usize)],
+        line: usize,
+        top: bool,
+    ) -> Result<Pipe, TemplateError> {
         let mut i = 0;
         let mut decl = Vec::new();
         let mut assign = false;
@@ -459,6 +258,7 @@ impl<'a> Parser<'a> {
         }
         let mut cmds = Vec::new();
         let mut cur: Vec<Arg> = Vec::new();
+        let mut cur_first = i;
         while i < toks.len() {
             let t = &toks[i];
             i += 1;
@@ -467,7 +267,9 @@ impl<'a> Parser<'a> {
                     if cur.is_empty() {
                         return Err(self.err(line, "missing command"));
                     }
-                    cmds.push(std::mem::take(&mut cur));
+                    let args = std::mem::take(&mut cur);
+                    cmds.push(self.cmd(args, spans, cur_first, i - 1));
+                    cur_first = i;
                 }
                 Tok::Open => {
                     let mut depth = 1;
@@ -483,7 +285,8 @@ impl<'a> Parser<'a> {
                     if depth > 0 {
                         return Err(self.err(line, "unclosed left paren"));
                     }
-                    let inner = self.pipeline(&toks[start..i - 1], line, false)?;
+                    let inner =
+                        self.pipeline(&toks[start..i - 1], &spans[start..i - 1], line, false)?;
                     let mut fields = Vec::new();
                     while let Some(Tok::Field(f)) = toks.get(i) {
                         fields.push(f.clone());
@@ -530,7 +333,7 @@ impl<'a> Parser<'a> {
             }
         }
         if !cur.is_empty() {
-            cmds.push(cur);
+            cmds.push(self.cmd(cur, spans, cur_first, toks.len()));
         } else if !cmds.is_empty() {
             return Err(self.err(line, "missing command"));
         }

@@ -25,7 +25,9 @@ fn strip_position(msg: &str) -> &str {
     let t = msg.trim_end();
     if let Some(open) = t.rfind(" (")
         && t.ends_with(')')
-        && t[open + 2..t.len() - 1].split(':').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && t[open + 2..t.len() - 1]
+            .split(':')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     {
         return &t[..open];
     }
@@ -50,11 +52,18 @@ fn matches(kind: &MatchKind, msg: &str) -> bool {
     match kind {
         MatchKind::Any => true,
         MatchKind::Msg(m) => strip_position(m) == msg || m == msg,
-        MatchKind::Regex(r) => regex::Regex::new(strip_position_regex(r)).is_ok_and(|re| re.is_match(msg)),
+        MatchKind::Regex(r) => {
+            regex::Regex::new(strip_position_regex(r)).is_ok_and(|re| re.is_match(msg))
+        }
     }
 }
 
-fn check_annotations(kind: &str, expect: &[MatchKind], none: bool, got: &[String]) -> Result<(), String> {
+fn check_annotations(
+    kind: &str,
+    expect: &[MatchKind],
+    none: bool,
+    got: &[String],
+) -> Result<(), String> {
     if none && !got.is_empty() {
         return Err(format!("expected no {kind} annotation, got {got:?}"));
     }
@@ -87,7 +96,11 @@ fn fmt_got(g: &Got) -> String {
         Got::Matrix(m) if m.is_empty() => s.push_str("(empty matrix)"),
         Got::Matrix(m) => {
             for ser in m {
-                let pts: Vec<String> = ser.samples.iter().map(|(t, v)| format!("{v}@{}s", *t as f64 / 1000.0)).collect();
+                let pts: Vec<String> = ser
+                    .samples
+                    .iter()
+                    .map(|(t, v)| format!("{v}@{}s", *t as f64 / 1000.0))
+                    .collect();
                 let _ = write!(s, "\n      {} {}", ser.labels, pts.join(" "));
             }
         }
@@ -135,7 +148,11 @@ fn timed(spec: &SeriesSpec, start: i64, step: i64) -> Vec<(i64, f64)> {
 
 fn compare_matrix(ev: &EvalCmd, got: &[Series], start: i64, step: i64) -> Result<(), String> {
     if got.len() != ev.series.len() {
-        return Err(format!("expected {} series, got {}", ev.series.len(), got.len()));
+        return Err(format!(
+            "expected {} series, got {}",
+            ev.series.len(),
+            got.len()
+        ));
     }
     for spec in &ev.series {
         let Some(g) = got.iter().find(|s| s.labels == spec.labels) else {
@@ -143,7 +160,10 @@ fn compare_matrix(ev: &EvalCmd, got: &[Series], start: i64, step: i64) -> Result
         };
         let want = timed(spec, start, step);
         let same = want.len() == g.samples.len()
-            && want.iter().zip(&g.samples).all(|(a, b)| a.0 == b.0 && floats_equal(a.1, b.1));
+            && want
+                .iter()
+                .zip(&g.samples)
+                .all(|(a, b)| a.0 == b.0 && floats_equal(a.1, b.1));
         if !same {
             return Err(format!("series {} differs", spec.labels));
         }
@@ -166,16 +186,28 @@ fn compare(ev: &EvalCmd, got: &Got) -> Result<(), String> {
                 return Err("expected a scalar".into());
             }
             if v.len() != ev.series.len() {
-                return Err(format!("expected {} samples, got {}", ev.series.len(), v.len()));
+                return Err(format!(
+                    "expected {} samples, got {}",
+                    ev.series.len(),
+                    v.len()
+                ));
             }
             for (i, spec) in ev.series.iter().enumerate() {
                 let [Point::Value(want)] = spec.points[..] else {
-                    return Err(format!("expected series {} must have exactly one value", spec.labels));
+                    return Err(format!(
+                        "expected series {} must have exactly one value",
+                        spec.labels
+                    ));
                 };
                 let pos = v.iter().position(|(l, _)| *l == spec.labels);
-                let Some(pos) = pos else { return Err(format!("missing sample {}", spec.labels)) };
+                let Some(pos) = pos else {
+                    return Err(format!("missing sample {}", spec.labels));
+                };
                 if ev.expect.ordered && pos != i {
-                    return Err(format!("sample {} at position {pos}, expected {i}", spec.labels));
+                    return Err(format!(
+                        "sample {} at position {pos}, expected {i}",
+                        spec.labels
+                    ));
                 }
                 if !floats_equal(want, v[pos].1) {
                     return Err(format!("value of {} differs", spec.labels));
@@ -185,7 +217,12 @@ fn compare(ev: &EvalCmd, got: &Got) -> Result<(), String> {
         }
         Got::Matrix(m) => {
             let (start, step) = match (&ev.kind, ev.expect.range_vector) {
-                (EvalKind::Range { start_ms, step_ms, .. }, _) => (*start_ms, *step_ms),
+                (
+                    EvalKind::Range {
+                        start_ms, step_ms, ..
+                    },
+                    _,
+                ) => (*start_ms, *step_ms),
                 (EvalKind::Instant { .. }, Some((from, _, step))) => (from, step),
                 (EvalKind::Instant { .. }, None) => {
                     return Err("range vector result needs 'expect range vector'".into());
@@ -208,12 +245,18 @@ pub(super) fn run_eval(engine: &Engine, st: &MemoryStorage, ev: &EvalCmd) -> Res
                 let g = match a.value {
                     Value::Scalar { v, .. } => Got::Scalar(v),
                     Value::String { s, .. } => Got::Str(s),
-                    Value::Vector(v) => Got::Vector(v.into_iter().map(|s| (s.labels, s.v)).collect()),
+                    Value::Vector(v) => {
+                        Got::Vector(v.into_iter().map(|s| (s.labels, s.v)).collect())
+                    }
                     Value::Matrix(m) => Got::Matrix(m),
                 };
                 (g, a.annotations)
             }),
-            EvalKind::Range { start_ms, end_ms, step_ms } => engine
+            EvalKind::Range {
+                start_ms,
+                end_ms,
+                step_ms,
+            } => engine
                 .range_annotated(st, &expr, start_ms, end_ms, step_ms)
                 .map(|a| (Got::Matrix(a.value), a.annotations)),
         });
@@ -225,9 +268,17 @@ pub(super) fn run_eval(engine: &Engine, st: &MemoryStorage, ev: &EvalCmd) -> Res
                 Err(format!("    expected error {kind:?}\n    got error: {e}"))
             };
         }
-        (Err(e), None) => return Err(format!("    expected: {}\n    got error: {e}", fmt_expected(ev))),
+        (Err(e), None) => {
+            return Err(format!(
+                "    expected: {}\n    got error: {e}",
+                fmt_expected(ev)
+            ));
+        }
         (Ok((got, _)), Some(kind)) => {
-            return Err(format!("    expected error {kind:?}\n    got: {}", fmt_got(&got)));
+            return Err(format!(
+                "    expected error {kind:?}\n    got: {}",
+                fmt_got(&got)
+            ));
         }
         (Ok(r), None) => r,
     };
@@ -236,5 +287,11 @@ pub(super) fn run_eval(engine: &Engine, st: &MemoryStorage, ev: &EvalCmd) -> Res
     if let Err(e) = annotations {
         return Err(format!("    {e}"));
     }
-    compare(ev, &got).map_err(|why| format!("    {why}\n    expected: {}\n    got: {}", fmt_expected(ev), fmt_got(&got)))
+    compare(ev, &got).map_err(|why| {
+        format!(
+            "    {why}\n    expected: {}\n    got: {}",
+            fmt_expected(ev),
+            fmt_got(&got)
+        )
+    })
 }

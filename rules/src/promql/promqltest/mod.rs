@@ -15,7 +15,7 @@ use promql_parser::parser::Expr;
 
 use super::engine::{Ctx, full_matchers};
 use super::storage::matches_labels;
-use super::{Engine, Labels, LabelsBuilder, MemoryStorage, METRIC_NAME};
+use super::{Engine, Labels, LabelsBuilder, METRIC_NAME, MemoryStorage};
 use parse::{Command, EvalCmd, Point};
 
 /// Outcome counts of a run.
@@ -58,7 +58,11 @@ pub fn run_files(paths: &[PathBuf], out: &mut dyn Write) -> std::io::Result<Summ
             }
         }
     }
-    writeln!(out, "{} passed, {} failed, {} skipped", total.passed, total.failed, total.skipped)?;
+    writeln!(
+        out,
+        "{} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.skipped
+    )?;
     Ok(total)
 }
 
@@ -79,7 +83,12 @@ pub fn run_script(name: &str, text: &str, out: &mut dyn Write) -> std::io::Resul
                 writeln!(out, "{name}:{line}: cannot parse: {msg}")?;
                 sum.failed += 1;
             }
-            Command::Load { series, interval_ms, nhcb, .. } => {
+            Command::Load {
+                series,
+                interval_ms,
+                nhcb,
+                ..
+            } => {
                 for s in series {
                     let hist_ts: Vec<i64> = s
                         .points
@@ -88,12 +97,15 @@ pub fn run_script(name: &str, text: &str, out: &mut dyn Write) -> std::io::Resul
                         .filter(|(_, p)| **p == Point::Histogram)
                         .map(|(i, _)| i as i64 * interval_ms)
                         .collect();
-                    if nhcb && s.labels.get("le").is_some()
+                    if nhcb
+                        && s.labels.get("le").is_some()
                         && let Some(base) = s.labels.name().and_then(|n| n.strip_suffix("_bucket"))
                     {
                         let mut b: LabelsBuilder = s.labels.to_builder();
                         b.del("le").set(METRIC_NAME, base);
-                        let all = (0..s.points.len()).map(|i| i as i64 * interval_ms).collect();
+                        let all = (0..s.points.len())
+                            .map(|i| i as i64 * interval_ms)
+                            .collect();
                         histograms.push((b.build(), all));
                     }
                     for (i, p) in s.points.iter().enumerate() {
@@ -126,17 +138,28 @@ pub fn run_script(name: &str, text: &str, out: &mut dyn Write) -> std::io::Resul
 
 /// A case needs native histograms when it expects one, calls a histogram-only
 /// function, or reads a window of a series that holds histogram samples there.
-fn needs_histograms(engine: &Engine, st: &MemoryStorage, ev: &EvalCmd, histograms: &[(Labels, Vec<i64>)]) -> bool {
+fn needs_histograms(
+    engine: &Engine,
+    st: &MemoryStorage,
+    ev: &EvalCmd,
+    histograms: &[(Labels, Vec<i64>)],
+) -> bool {
     if ev.series.iter().any(|s| s.histogram) || NATIVE_ONLY.iter().any(|f| ev.query.contains(f)) {
         return true;
     }
     if histograms.is_empty() {
         return false;
     }
-    let Ok(expr) = super::parse(&ev.query) else { return false };
+    let Ok(expr) = super::parse(&ev.query) else {
+        return false;
+    };
     let (start, end, step) = match ev.kind {
         parse::EvalKind::Instant { t_ms } => (t_ms, t_ms, 0),
-        parse::EvalKind::Range { start_ms, end_ms, step_ms } => (start_ms, end_ms, step_ms),
+        parse::EvalKind::Range {
+            start_ms,
+            end_ms,
+            step_ms,
+        } => (start_ms, end_ms, step_ms),
     };
     let ctx = Ctx::new(engine, st, &expr, start, end, step);
     let mut hit = false;

@@ -43,8 +43,14 @@ pub(crate) struct Expectations {
 
 #[derive(Debug, Clone)]
 pub(crate) enum EvalKind {
-    Instant { t_ms: i64 },
-    Range { start_ms: i64, end_ms: i64, step_ms: i64 },
+    Instant {
+        t_ms: i64,
+    },
+    Range {
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -62,11 +68,18 @@ pub(crate) struct EvalCmd {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
-    Load { interval_ms: i64, series: Vec<SeriesSpec>, nhcb: bool },
+    Load {
+        interval_ms: i64,
+        series: Vec<SeriesSpec>,
+        nhcb: bool,
+    },
     Clear,
     Eval(Box<EvalCmd>),
     /// A line the parser did not understand.
-    Invalid { line: usize, msg: String },
+    Invalid {
+        line: usize,
+        msg: String,
+    },
 }
 
 /// Parses a duration (`5m`, `1h30m`) or a number of seconds; negative allowed.
@@ -84,7 +97,9 @@ pub(crate) fn parse_time_ms(s: &str) -> Result<i64, String> {
     match promql_parser::util::parse_duration(s) {
         Ok(d) => Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         // `0m`, `0s`: the parser refuses zero durations, the test language does not.
-        Err(_) if s.bytes().all(|b| b == b'0' || b.is_ascii_alphabetic()) && s.starts_with('0') => Ok(0),
+        Err(_) if s.bytes().all(|b| b == b'0' || b.is_ascii_alphabetic()) && s.starts_with('0') => {
+            Ok(0)
+        }
         Err(e) => Err(e),
     }
 }
@@ -94,9 +109,7 @@ fn parse_number(s: &str) -> Option<f64> {
         "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
         "NaN" | "nan" => Some(f64::NAN),
-        _ => {
-            s.parse::<f64>().ok()
-        }
+        _ => s.parse::<f64>().ok(),
     }
 }
 
@@ -119,9 +132,13 @@ fn expand(tok: &str, out: &mut Vec<Point>) -> Result<(), String> {
         out.push(Point::Value(v));
         return Ok(());
     }
-    let Some(xpos) = tok.rfind('x') else { return Err(format!("bad value {tok:?}")) };
+    let Some(xpos) = tok.rfind('x') else {
+        return Err(format!("bad value {tok:?}"));
+    };
     let (head, count) = (&tok[..xpos], &tok[xpos + 1..]);
-    let n: i64 = count.parse().map_err(|_| format!("bad repetition count in {tok:?}"))?;
+    let n: i64 = count
+        .parse()
+        .map_err(|_| format!("bad repetition count in {tok:?}"))?;
     // The operator is the last + or - that does not start the token or an exponent.
     let bytes = head.as_bytes();
     let op = (1..bytes.len())
@@ -133,7 +150,10 @@ fn expand(tok: &str, out: &mut Vec<Point>) -> Result<(), String> {
             let incr = parse_number(&head[i + 1..]).ok_or_else(|| format!("bad value {tok:?}"))?;
             (init, if bytes[i] == b'-' { -incr } else { incr })
         }
-        None => (parse_number(head).ok_or_else(|| format!("bad value {tok:?}"))?, 0.0),
+        None => (
+            parse_number(head).ok_or_else(|| format!("bad value {tok:?}"))?,
+            0.0,
+        ),
     };
     let mut cur = init;
     out.push(Point::Value(cur));
@@ -164,7 +184,9 @@ fn quoted(s: &str) -> Result<(String, &str), String> {
                 '"' => out.push('"'),
                 '\'' => out.push('\''),
                 'x' => {
-                    let h: String = (0..2).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+                    let h: String = (0..2)
+                        .filter_map(|_| chars.next().map(|(_, c)| c))
+                        .collect();
                     let b = u8::from_str_radix(&h, 16).map_err(|_| "bad \\x escape")?;
                     out.push(char::from(b));
                 }
@@ -184,7 +206,9 @@ fn quoted(s: &str) -> Result<(String, &str), String> {
 pub(crate) fn parse_labels(line: &str) -> Result<(Labels, &str), String> {
     let line = line.trim_start();
     let mut b = LabelsBuilder::new();
-    let name_end = line.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(line.len());
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(line.len());
     if name_end > 0 {
         b.set(super::super::METRIC_NAME, &line[..name_end]);
     }
@@ -214,7 +238,9 @@ pub(crate) fn parse_labels(line: &str) -> Result<(Labels, &str), String> {
                 rest = r.strip_prefix(',').unwrap_or(r).trim_start();
                 continue;
             }
-            let r = r.strip_prefix('=').ok_or_else(|| format!("expected '=' in {line:?}"))?;
+            let r = r
+                .strip_prefix('=')
+                .ok_or_else(|| format!("expected '=' in {line:?}"))?;
             let (value, r) = quoted(r.trim_start())?;
             b.set(&name, &value);
             rest = r.trim_start();
@@ -234,14 +260,21 @@ pub(crate) fn parse_series(line: &str) -> Result<SeriesSpec, String> {
         if tok.contains("{{") {
             // `{{...}}`, `{{...}}xN` or `{{...}}+{{...}}xN`: only the count matters.
             let after = &tok[tok.rfind("}}").map_or(0, |i| i + 2)..];
-            let n = after.strip_prefix('x').and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+            let n = after
+                .strip_prefix('x')
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or(0);
             points.extend(std::iter::repeat_n(Point::Histogram, n + 1));
         } else {
             expand(&tok, &mut points)?;
         }
     }
     let histogram = points.contains(&Point::Histogram);
-    Ok(SeriesSpec { labels, points, histogram })
+    Ok(SeriesSpec {
+        labels,
+        points,
+        histogram,
+    })
 }
 
 /// Splits points on whitespace, keeping each `{{...}}` with its suffix as one token.
@@ -314,7 +347,11 @@ fn parse_expect(line: &str, e: &mut Expectations) -> Result<(), String> {
             e.string = Some(s);
         }
         "range" => {
-            let t = tail.trim().strip_prefix("vector").ok_or("expected 'range vector'")?.trim();
+            let t = tail
+                .trim()
+                .strip_prefix("vector")
+                .ok_or("expected 'range vector'")?
+                .trim();
             let t = t.strip_prefix("from").ok_or("expected 'from'")?;
             let (a, t) = t.split_once(" to ").ok_or("expected 'to'")?;
             let (b, c) = t.split_once(" step ").ok_or("expected 'step'")?;
@@ -326,7 +363,9 @@ fn parse_expect(line: &str, e: &mut Expectations) -> Result<(), String> {
 }
 
 fn parse_eval_header(line_no: usize, line: &str) -> Result<EvalCmd, String> {
-    let (cmd, rest) = line.split_once(char::is_whitespace).ok_or("incomplete eval")?;
+    let (cmd, rest) = line
+        .split_once(char::is_whitespace)
+        .ok_or("incomplete eval")?;
     let mut expect = Expectations::default();
     match cmd {
         "eval" => {}
@@ -338,16 +377,39 @@ fn parse_eval_header(line_no: usize, line: &str) -> Result<EvalCmd, String> {
     }
     let rest = rest.trim_start();
     let (kind, query) = if let Some(r) = rest.strip_prefix("instant") {
-        let r = r.trim_start().strip_prefix("at").ok_or("expected 'at'")?.trim_start();
+        let r = r
+            .trim_start()
+            .strip_prefix("at")
+            .ok_or("expected 'at'")?
+            .trim_start();
         let (t, q) = r.split_once(char::is_whitespace).ok_or("missing query")?;
-        (EvalKind::Instant { t_ms: parse_time_ms(t)? }, q)
-    } else if let Some(r) = rest.strip_prefix("range") {
-        let r = r.trim_start().strip_prefix("from").ok_or("expected 'from'")?.trim_start();
-        let (s, r) = r.split_once(" to ").ok_or("expected 'to'")?;
-        let (e, r) = r.trim_start().split_once(" step ").ok_or("expected 'step'")?;
-        let (st, q) = r.trim_start().split_once(char::is_whitespace).ok_or("missing query")?;
         (
-            EvalKind::Range { start_ms: parse_time_ms(s)?, end_ms: parse_time_ms(e)?, step_ms: parse_time_ms(st)? },
+            EvalKind::Instant {
+                t_ms: parse_time_ms(t)?,
+            },
+            q,
+        )
+    } else if let Some(r) = rest.strip_prefix("range") {
+        let r = r
+            .trim_start()
+            .strip_prefix("from")
+            .ok_or("expected 'from'")?
+            .trim_start();
+        let (s, r) = r.split_once(" to ").ok_or("expected 'to'")?;
+        let (e, r) = r
+            .trim_start()
+            .split_once(" step ")
+            .ok_or("expected 'step'")?;
+        let (st, q) = r
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .ok_or("missing query")?;
+        (
+            EvalKind::Range {
+                start_ms: parse_time_ms(s)?,
+                end_ms: parse_time_ms(e)?,
+                step_ms: parse_time_ms(st)?,
+            },
             q,
         )
     } else {
@@ -405,7 +467,11 @@ pub(crate) fn parse_script(text: &str) -> Vec<Command> {
                             Err(msg) => cmds.push(Command::Invalid { line: n, msg }),
                         }
                     }
-                    cmds.push(Command::Load { interval_ms, series, nhcb });
+                    cmds.push(Command::Load {
+                        interval_ms,
+                        series,
+                        nhcb,
+                    });
                 }
                 Err(msg) => cmds.push(Command::Invalid { line: line_no, msg }),
             }
@@ -435,14 +501,20 @@ pub(crate) fn parse_script(text: &str) -> Vec<Command> {
                 Err(msg) => cmds.push(Command::Invalid { line: line_no, msg }),
             }
         } else {
-            cmds.push(Command::Invalid { line: line_no, msg: format!("unknown command {line:?}") });
+            cmds.push(Command::Invalid {
+                line: line_no,
+                msg: format!("unknown command {line:?}"),
+            });
         }
     }
     cmds
 }
 
 fn is_command(l: &str) -> bool {
-    l == "clear" || l.starts_with("load ") || l.starts_with("load_with_nhcb ") || l.starts_with("eval ")
+    l == "clear"
+        || l.starts_with("load ")
+        || l.starts_with("load_with_nhcb ")
+        || l.starts_with("eval ")
         || l.starts_with("eval_")
 }
 
@@ -458,7 +530,10 @@ mod tests {
     fn expanding_notation() {
         use Point::*;
         assert_eq!(vals("m 1+1x2"), vec![Value(1.0), Value(2.0), Value(3.0)]);
-        assert_eq!(vals("m -2-1x1 _ _x2"), vec![Value(-2.0), Value(-3.0), Missing, Missing, Missing]);
+        assert_eq!(
+            vals("m -2-1x1 _ _x2"),
+            vec![Value(-2.0), Value(-3.0), Missing, Missing, Missing]
+        );
         assert_eq!(vals("m 1e3+1e3x1"), vec![Value(1000.0), Value(2000.0)]);
         assert_eq!(vals("m 5x2"), vec![Value(5.0), Value(5.0), Value(5.0)]);
         let s = vals("m stale");
@@ -479,8 +554,17 @@ mod tests {
     #[test]
     fn eval_header() {
         let c = parse_script("eval range from 0 to 10m step 5m rate(x[5m])\n  {} 1 2 3\n");
-        let Command::Eval(e) = &c[0] else { panic!("not an eval") };
-        assert!(matches!(e.kind, EvalKind::Range { start_ms: 0, end_ms: 600_000, step_ms: 300_000 }));
+        let Command::Eval(e) = &c[0] else {
+            panic!("not an eval")
+        };
+        assert!(matches!(
+            e.kind,
+            EvalKind::Range {
+                start_ms: 0,
+                end_ms: 600_000,
+                step_ms: 300_000
+            }
+        ));
         assert_eq!(e.query, "rate(x[5m])");
         assert_eq!(e.series.len(), 1);
     }

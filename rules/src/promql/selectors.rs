@@ -1,0 +1,277 @@
+//! Selector evaluation: instant and range selectors, range-function windows and
+//! subqueries. Data is fetched once per query per selector; when a single step reads
+//! a selector (every instant query) it is streamed or handed over without copies.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
+
+use super::engine::{Ctx, RangeSeries, Sample, Val, duration_ms, full_matchers, offset_ms};
+use super::{EvalError, Labels, Series, is_stale_nan};
+
+/// Receives one series of a range argument: labels, whether its name is to be
+/// dropped, and its window's samples.
+pub(crate) type WindowFn<'f> = dyn FnMut(&Labels, bool, &[(i64, f64)]) + 'f;
+
+/// Selected series, shared between steps or owned by the only step that reads them.
+enum Fetched {
+    Shared(Rc<Vec<Series>>),
+    Owned(Vec<Series>),
+}
+
+impl Fetched {
+    fn len(&self) -> usize {
+        match self {
+            Fetched::Shared(s) => s.len(),
+            Fetched::Owned(s) => s.len(),
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// The selector's series over the whole span the query needs. When only one
+    /// evaluation time reads the selector (every instant query, the usual rule
+    /// evaluation) the data is handed over without caching, so windows can be cut
+    /// in place instead of copied; otherwise it is fetched once and shared by steps.
+    fn fetch(&self, vs: &VectorSelector, window_ms: i64) -> Result<Fetched, EvalError> {
+        let key = vs as *const VectorSelector as usize;
+        if let Some(s) = self.cache.borrow().get(&key) {
+            return Ok(Fetched::Shared(Rc::clone(s)));
+        }
+        let (lo, hi) = self
+            .spans
+            .get(&key)
+            .copied()
+            .unwrap_or((i64::MIN / 4, i64::MAX / 4));
+        let got = self.st.select(&full_matchers(vs), lo, hi)?;
+        if hi - lo == window_ms {
+            return Ok(Fetched::Owned(got));
+        }
+        let got = Rc::new(got);
+        self.cache.borrow_mut().insert(key, Rc::clone(&got));
+        Ok(Fetched::Shared(got))
+    }
+
+    pub(super) fn selector_time(&self, vs: &VectorSelector, t: i64) -> i64 {
+        self.at_ms(&vs.at).unwrap_or(t) - offset_ms(&vs.offset)
+    }
+
+    /// Latest non-stale sample within the lookback window, with its timestamp.
+    pub fn select_instant_with_ts(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<(Sample, i64)>, EvalError> {
+        let tt = self.selector_time(vs, t);
+        let key = vs as *const VectorSelector as usize;
+        let single_use = self
+            .spans
+            .get(&key)
+            .is_some_and(|&(lo, hi)| hi - lo == self.lookback_ms && hi == tt);
+        if single_use && !self.cache.borrow().contains_key(&key) {
+            let latest = self
+                .st
+                .select_latest(&full_matchers(vs), tt, self.lookback_ms)?;
+            return Ok(latest
+                .into_iter()
+                .filter(|&(_, _, v)| !is_stale_nan(v))
+                .map(|(labels, ts, v)| {
+                    (
+                        Sample {
+                            labels,
+                            v,
+                            drop_name: false,
+                        },
+                        ts,
+                    )
+                })
+                .collect());
+        }
+        let fetched = self.fetch(vs, self.lookback_ms)?;
+        let mut out = Vec::with_capacity(fetched.len());
+        let mut take = |labels: &Labels, samples: &[(i64, f64)]| {
+            let hi = samples.partition_point(|&(ts, _)| ts <= tt);
+            if hi == 0 {
+                return;
+            }
+            let (ts, v) = samples[hi - 1];
+            if ts <= tt - self.lookback_ms || is_stale_nan(v) {
+                return;
+            }
+            out.push((
+                Sample {
+                    labels: labels.clone(),
+                    v,
+                    drop_name: false,
+                },
+                ts,
+            ));
+        };
+        match &fetched {
+            Fetched::Shared(series) => series.iter().for_each(|s| take(&s.labels, &s.samples)),
+            Fetched::Owned(series) => series.iter().for_each(|s| take(&s.labels, &s.samples)),
+        }
+        Ok(out)
+    }
+
+    pub(super) fn select_range(
+        &self,
+        ms: &MatrixSelector,
+        t: i64,
+    ) -> Result<Vec<RangeSeries>, EvalError> {
+        let tt = self.selector_time(&ms.vs, t);
+        let range = duration_ms(&ms.range);
+        let window = |samples: &[(i64, f64)]| {
+            let lo = samples.partition_point(|&(ts, _)| ts <= tt - range);
+            let hi = samples.partition_point(|&(ts, _)| ts <= tt);
+            (lo, hi.max(lo))
+        };
+        let mut out = Vec::new();
+        match self.fetch(&ms.vs, range)? {
+            Fetched::Shared(series) => {
+                out.reserve(series.len());
+                for s in series.iter() {
+                    let (lo, hi) = window(&s.samples);
+                    let samples: Vec<(i64, f64)> = s.samples[lo..hi]
+                        .iter()
+                        .copied()
+                        .filter(|&(_, v)| !is_stale_nan(v))
+                        .collect();
+                    if !samples.is_empty() {
+                        out.push(RangeSeries {
+                            labels: s.labels.clone(),
+                            samples,
+                            drop_name: false,
+                        });
+                    }
+                }
+            }
+            Fetched::Owned(series) => {
+                out.reserve(series.len());
+                for Series {
+                    labels,
+                    mut samples,
+                } in series
+                {
+                    let (lo, hi) = window(&samples);
+                    samples.truncate(hi);
+                    samples.drain(..lo);
+                    samples.retain(|&(_, v)| !is_stale_nan(v));
+                    if !samples.is_empty() {
+                        out.push(RangeSeries {
+                            labels,
+                            samples,
+                            drop_name: false,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with every series of a range argument and its non-stale samples in
+    /// the window at `t`. When only this step reads the selector, windows come
+    /// straight from storage and are never copied.
+    pub fn for_each_window(&self, e: &Expr, t: i64, f: &mut WindowFn<'_>) -> Result<(), EvalError> {
+        if let Expr::MatrixSelector(ms) = super::functions::unwrap_parens(e) {
+            let key = &ms.vs as *const VectorSelector as usize;
+            let range = duration_ms(&ms.range);
+            let tt = self.selector_time(&ms.vs, t);
+            let single_use = self
+                .spans
+                .get(&key)
+                .is_some_and(|&(lo, hi)| hi - lo == range && hi == tt);
+            if single_use && !self.cache.borrow().contains_key(&key) {
+                let mut buf = Vec::new();
+                // The window is open on the left: (tt - range, tt].
+                self.st.select_each(
+                    &full_matchers(&ms.vs),
+                    tt - range + 1,
+                    tt,
+                    &mut |labels, samples| {
+                        if samples.iter().any(|&(_, v)| is_stale_nan(v)) {
+                            buf.clear();
+                            buf.extend(samples.iter().copied().filter(|&(_, v)| !is_stale_nan(v)));
+                            if !buf.is_empty() {
+                                f(labels, false, &buf);
+                            }
+                        } else if !samples.is_empty() {
+                            f(labels, false, samples);
+                        }
+                    },
+                )?;
+                return Ok(());
+            }
+        }
+        for s in self.eval_matrix(e, t)? {
+            f(&s.labels, s.drop_name, &s.samples);
+        }
+        Ok(())
+    }
+
+    pub(super) fn subquery(
+        &self,
+        sq: &SubqueryExpr,
+        t: i64,
+    ) -> Result<Vec<RangeSeries>, EvalError> {
+        let end = self.at_ms(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
+        let range = duration_ms(&sq.range);
+        let step = sq
+            .step
+            .as_ref()
+            .map(duration_ms)
+            .unwrap_or(self.subquery_step_ms);
+        if step <= 0 {
+            return Err(EvalError::Query("subquery step must be positive".into()));
+        }
+        let left = end.saturating_sub(range);
+        if range / step > super::engine::MAX_SUBQUERY_STEPS {
+            return Err(EvalError::Query(format!(
+                "subquery would take more than {} steps",
+                super::engine::MAX_SUBQUERY_STEPS
+            )));
+        }
+        // First step strictly after the window's open left edge, aligned to the step.
+        let mut ts = step * (left / step);
+        if ts <= left {
+            ts += step;
+        }
+        let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
+        let mut out: Vec<RangeSeries> = Vec::new();
+        while ts <= end {
+            let points: Vec<Sample> = match self.eval(&sq.expr, ts)? {
+                Val::Scalar(v) => vec![Sample {
+                    labels: Labels::empty(),
+                    v,
+                    drop_name: false,
+                }],
+                Val::Vector(v) => v,
+                other => {
+                    return Err(EvalError::Query(format!(
+                        "subquery is only allowed on instant vector, got {} instead",
+                        other.type_name()
+                    )));
+                }
+            };
+            for s in points {
+                let key = (s.labels.clone(), s.drop_name);
+                let i = *index.entry(key).or_insert_with(|| {
+                    out.push(RangeSeries {
+                        labels: s.labels,
+                        samples: Vec::new(),
+                        drop_name: s.drop_name,
+                    });
+                    out.len() - 1
+                });
+                out[i].samples.push((ts, s.v));
+            }
+            match ts.checked_add(step) {
+                Some(next) => ts = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}

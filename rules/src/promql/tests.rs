@@ -1,0 +1,153 @@
+//! Engine behaviour the promqltest files do not pin down directly: the public API
+//! shapes, the storage fast paths agreeing with the plain `select` path, and errors.
+
+use super::*;
+
+fn store() -> MemoryStorage {
+    let mut st = MemoryStorage::new();
+    for (job, step) in [("a", 1.0), ("b", 2.0)] {
+        let l = Labels::from_pairs([("__name__", "req_total"), ("job", job)]);
+        for i in 0..=10 {
+            st.add(l.clone(), i * 60_000, step * i as f64);
+        }
+    }
+    let up = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+    st.add(up.clone(), 0, 1.0);
+    st.add(up, 60_000, stale_nan());
+    st
+}
+
+/// Forwards only `select`, so the engine runs on the trait's default methods.
+struct SelectOnly<'a>(&'a MemoryStorage);
+
+impl Storage for SelectOnly<'_> {
+    fn select(
+        &self,
+        m: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        self.0.select(m, start_ms, end_ms)
+    }
+}
+
+fn instant(st: &dyn Storage, q: &str, t_ms: i64) -> Result<Value, EvalError> {
+    Engine::default().instant(st, &parse(q).map_err(|e| EvalError::Query(e.0))?, t_ms)
+}
+
+fn vector(v: Value) -> Vec<(String, f64)> {
+    let Value::Vector(mut v) = v else {
+        panic!("not a vector: {v:?}")
+    };
+    v.sort_by(|a, b| a.labels.cmp(&b.labels));
+    v.into_iter().map(|s| (s.labels.to_string(), s.v)).collect()
+}
+
+#[test]
+fn rate_and_selectors_agree_with_default_storage_methods() {
+    let st = store();
+    for q in [
+        "rate(req_total[5m])",
+        "req_total > 3",
+        "increase(req_total[2m] offset 1m)",
+        "up",
+    ] {
+        let fast = vector(instant(&st, q, 600_000).unwrap());
+        let plain = vector(instant(&SelectOnly(&st), q, 600_000).unwrap());
+        assert_eq!(fast, plain, "{q}");
+    }
+    let r = vector(instant(&st, "rate(req_total[5m])", 600_000).unwrap());
+    assert_eq!(
+        r,
+        vec![
+            ("{job=\"a\"}".to_string(), 1.0 / 60.0),
+            ("{job=\"b\"}".to_string(), 2.0 / 60.0)
+        ]
+    );
+}
+
+#[test]
+fn staleness_marker_ends_a_series_before_lookback() {
+    let st = store();
+    assert_eq!(vector(instant(&st, "up", 30_000).unwrap()).len(), 1);
+    assert!(vector(instant(&st, "up", 90_000).unwrap()).is_empty());
+}
+
+#[test]
+fn range_query_steps_and_scalars() {
+    let st = store();
+    let e = parse("req_total{job=\"a\"} * 2").unwrap();
+    let got = Engine::default()
+        .range(&st, &e, 0, 120_000, 60_000)
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels.to_string(), "{job=\"a\"}");
+    assert_eq!(
+        got[0].samples,
+        vec![(0, 0.0), (60_000, 2.0), (120_000, 4.0)]
+    );
+    let s = Engine::default()
+        .range(&st, &parse("time()").unwrap(), 0, 60_000, 60_000)
+        .unwrap();
+    assert_eq!(s[0].labels, Labels::empty());
+    assert_eq!(s[0].samples, vec![(0, 0.0), (60_000, 60.0)]);
+}
+
+#[test]
+fn matching_errors_name_the_duplicates() {
+    let st = store();
+    let err = instant(&st, "up + on() req_total", 0).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("many-to-many matching not allowed"),
+        "{err}"
+    );
+    let err = instant(
+        &st,
+        "sum by (__name__) (rate({job=\"a\"}[5m]) or rate(up[5m]) or rate({job=\"b\"}[5m]))",
+        600_000,
+    );
+    assert!(err.is_ok(), "one name, one group: {err:?}");
+    let err = instant(&st, "ceil({__name__=~\"req_total|up\", job=\"a\"})", 30_000).unwrap_err();
+    assert_eq!(err, EvalError::DuplicateLabelset);
+}
+
+#[test]
+fn native_histogram_functions_fail_clearly() {
+    let st = store();
+    let err = instant(&st, "histogram_count(req_total)", 0).unwrap_err();
+    assert!(matches!(err, EvalError::NativeHistogram(_)), "{err}");
+}
+
+#[test]
+fn counter_name_info_annotation() {
+    let st = store();
+    let e = parse("rate(up[5m])").unwrap();
+    let a = Engine::default()
+        .instant_annotated(&st, &e, 60_000)
+        .unwrap();
+    assert!(
+        a.annotations.infos.is_empty(),
+        "a single sample yields no rate and no info"
+    );
+    let mut st = st;
+    st.add(Labels::from_pairs([("__name__", "temp")]), 0, 1.0);
+    st.add(Labels::from_pairs([("__name__", "temp")]), 60_000, 2.0);
+    let a = Engine::default()
+        .instant_annotated(&st, &parse("rate(temp[5m])").unwrap(), 60_000)
+        .unwrap();
+    assert_eq!(a.annotations.infos.len(), 1);
+    assert!(a.annotations.infos[0].contains("\"temp\""));
+}
+
+#[test]
+fn range_queries_and_subqueries_are_bounded() {
+    let st = store();
+    let e = parse("time()").unwrap();
+    let err = Engine::default()
+        .range(&st, &e, 0, 12_000_000, 1_000)
+        .unwrap_err();
+    assert!(err.to_string().contains("11,000 points"), "{err}");
+    let err = instant(&st, "max_over_time(time()[100w:1s])", 0).unwrap_err();
+    assert!(err.to_string().contains("subquery"), "{err}");
+}
