@@ -93,7 +93,7 @@ impl Snapshot {
     /// The family named `name`, if any source produced it.
     pub fn family(&self, name: &str) -> Option<&MetricFamily> {
         self.families
-            .binary_search_by(|f| f.name.as_str().cmp(name))
+            .binary_search_by(|f| (*f.name).cmp(name))
             .ok()
             .map(|i| &self.families[i])
     }

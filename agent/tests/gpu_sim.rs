@@ -65,7 +65,7 @@ fn family<'a>(out: &'a [MetricFamily], name: &str) -> Option<&'a MetricFamily> {
     out.iter().find(|f| f.name == name)
 }
 
-fn label<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn label<'a>(labels: &'a [(vigil_proto::metrics::LabelName, String)], name: &str) -> Option<&'a str> {
     labels
         .iter()
         .find(|(k, _)| k == name)
@@ -169,7 +169,7 @@ fn eight_gpus_with_dcgm_labels_and_every_family() -> Result<()> {
     let mut uuids = BTreeSet::new();
     let mut buses = BTreeSet::new();
     for (i, s) in util.samples.iter().enumerate() {
-        let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = s.labels.iter().map(|(k, _)| &**k).collect();
         assert_eq!(
             names,
             [

@@ -104,8 +104,8 @@ pub fn encode_openmetrics(families: &[MetricFamily], out: &mut String) {
                 family.name.strip_suffix("_total").unwrap_or(&family.name),
                 "counter",
             ),
-            MetricKind::Gauge => (family.name.as_str(), "gauge"),
-            MetricKind::Unknown => (family.name.as_str(), "unknown"),
+            MetricKind::Gauge => (&*family.name, "gauge"),
+            MetricKind::Unknown => (&*family.name, "unknown"),
         };
         out.push_str("# HELP ");
         out.push_str(family_name);

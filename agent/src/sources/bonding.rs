@@ -107,7 +107,7 @@ mod tests {
         let [slaves, active] = bonding_families(&bonds);
         assert_eq!(
             slaves.samples[0].labels[0],
-            ("master".to_owned(), "bond0".to_owned())
+            ("master".into(), "bond0".to_owned())
         );
         assert_eq!(active.samples[0].value, 1.0);
     }

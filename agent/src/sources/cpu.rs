@@ -349,8 +349,8 @@ mod tests {
         assert_eq!(
             s.labels,
             vec![
-                ("cpu".to_owned(), "0".to_owned()),
-                ("mode".to_owned(), "idle".to_owned())
+                ("cpu".into(), "0".to_owned()),
+                ("mode".into(), "idle".to_owned())
             ]
         );
         assert_eq!(s.value, 402.73);

@@ -452,7 +452,7 @@ mod tests {
         let fs = fam("node_disk_filesystem_info");
         assert_eq!(
             fs.samples[0].labels[1],
-            ("type".to_owned(), "ext4".to_owned())
+            ("type".into(), "ext4".to_owned())
         );
     }
 

@@ -202,7 +202,7 @@ impl FilesystemSource {
     /// pid namespace; where pid 1 is hidden (hidepid) fall back to our own view.
     fn read_mounts(&self) -> Result<(PathBuf, String), SourceError> {
         let primary = self.procfs.join("1/mounts");
-        match std::fs::read_to_string(&primary) {
+        match super::procfile::read_to_string(&primary) {
             Ok(text) => Ok((primary, text)),
             Err(_) => {
                 let fallback = self.procfs.join("mounts");
@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(errors.samples[1].value, 1.0);
         assert_eq!(
             errors.samples[1].labels[3],
-            ("device_error".to_owned(), "mountpoint timeout".to_owned())
+            ("device_error".into(), "mountpoint timeout".to_owned())
         );
         assert_eq!(by_name("node_filesystem_readonly").samples[1].value, 1.0);
         assert_eq!(by_name("node_filesystem_size_bytes").samples.len(), 1);

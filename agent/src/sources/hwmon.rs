@@ -171,7 +171,11 @@ fn classify(sensor_type: &str, element: &str, has_bare: bool) -> (String, String
 
 pub fn hwmon_families(chips: &[Chip]) -> Vec<MetricFamily> {
     let mut families: BTreeMap<String, MetricFamily> = BTreeMap::new();
-    let mut add = |name: String, help: String, counter: bool, labels: &[(&str, &str)], v: f64| {
+    let mut add = |name: String,
+                   help: String,
+                   counter: bool,
+                   labels: &[(&'static str, &str)],
+                   v: f64| {
         families
             .entry(name)
             .or_insert_with_key(|name| {

@@ -31,6 +31,7 @@ pub mod netstat;
 mod node_names;
 pub mod parse;
 pub mod pressure;
+pub mod procfile;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
@@ -116,7 +117,7 @@ impl HostPaths {
 
 /// Reads a whole file to a string, naming the path on error.
 pub fn read_file(path: &Path) -> Result<String, SourceError> {
-    std::fs::read_to_string(path).map_err(|e| SourceError::io(path, e))
+    procfile::read_to_string(path).map_err(|e| SourceError::io(path, e))
 }
 
 /// The host sources, in exposition order. An explicit list: adding a source means

@@ -187,7 +187,7 @@ fn run_all(sources: &[Arc<dyn Source>]) -> Vec<MetricFamily> {
 fn labels_of(f: &MetricFamily) -> BTreeSet<String> {
     f.samples
         .iter()
-        .flat_map(|s| s.labels.iter().map(|(k, _)| k.clone()))
+        .flat_map(|s| s.labels.iter().map(|(k, _)| k.to_string()))
         .collect()
 }
 
@@ -212,9 +212,9 @@ fn families_match_node_exporter() {
             "{} is outside node_exporter's namespaces",
             f.name
         );
-        assert!(emitted.insert(f.name.clone()), "{} emitted twice", f.name);
+        assert!(emitted.insert(f.name.to_string()), "{} emitted twice", f.name);
         let mut labels = labels_of(f);
-        if let Some((kind, help, ref_labels)) = reference.get(&f.name) {
+        if let Some((kind, help, ref_labels)) = reference.get(&*f.name) {
             assert_eq!(f.kind, *kind, "type of {}", f.name);
             assert_eq!(&f.help, help, "help of {}", f.name);
             for (prefix, added) in LABELS_ADDED_AFTER_1_5 {

@@ -65,7 +65,7 @@ pub fn parse_f64(field: &str, line: usize, what: &str) -> Result<f64, ParseError
 /// Reads a file that may legitimately be absent (PSI on an old kernel, snmp6 without
 /// IPv6): `Ok(None)` when it does not exist, an error for anything else.
 pub fn read_optional(path: &Path) -> Result<Option<String>, SourceError> {
-    match std::fs::read_to_string(path) {
+    match super::procfile::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SourceError::io(path, e)),
@@ -75,7 +75,7 @@ pub fn read_optional(path: &Path) -> Result<Option<String>, SourceError> {
 /// Reads one sysfs attribute, trimmed. Many attributes fail to read by design (`speed`
 /// of a link that is down answers EINVAL), so every error reads as "not there".
 pub fn read_attr(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = super::procfile::read_to_string(path).ok()?;
     Some(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 

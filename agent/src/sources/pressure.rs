@@ -115,7 +115,7 @@ impl Source for PressureSource {
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), SourceError> {
         for (resource, some_family, full_family) in RESOURCES {
             let path = self.dir.join(resource);
-            let text = match std::fs::read_to_string(&path) {
+            let text = match super::procfile::read_to_string(&path) {
                 Ok(t) => t,
                 // Absent (old kernel) or disabled (EOPNOTSUPP without psi=1): skip.
                 Err(e)
@@ -160,7 +160,7 @@ mod tests {
         };
         let mut out = Vec::new();
         source.collect(&mut out).unwrap();
-        let names: Vec<&str> = out.iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<&str> = out.iter().map(|f| &*f.name).collect();
         assert_eq!(names.len(), 6, "no irq file in the capture: {names:?}");
         assert_eq!(out[0].name, "node_pressure_cpu_waiting_seconds_total");
         assert_eq!(out[0].samples[0].value, 8.548632);

@@ -93,7 +93,7 @@ mod tests {
         let names: Vec<&str> = fam.samples[0]
             .labels
             .iter()
-            .map(|(k, _)| k.as_str())
+            .map(|(k, _)| &**k)
             .collect();
         assert_eq!(
             names,
