@@ -151,7 +151,8 @@ fn value(lines: &[Line], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// Lint problems that promtool reports on names fixed by compatibility: node_exporter's
-/// own camelCase names (`node_memory_MemFree_bytes`, `node_netstat_Tcp_InSegs`),
+/// own camelCase names (`node_memory_MemFree_bytes`, `node_netstat_Tcp_InSegs`) and
+/// `_bits` units (`node_entropy_available_bits`),
 /// dcgm-exporter's camelCase labels and its `..._REPLAY_COUNTER` name, and issue 2's
 /// `vigil_gpu_count`/`vigil_gpu_expected_count`. node_exporter and dcgm-exporter draw
 /// the same findings; keeping the names is the point, so these and only these pass.
@@ -173,6 +174,8 @@ fn is_inherited_name_lint(problem: &str) -> bool {
             && problem.ends_with(
                 "non-histogram and non-summary metrics should not have \"_count\" suffix",
             ))
+        || (["node_entropy_available_bits", "node_entropy_pool_size_bits"].contains(&name)
+            && problem.ends_with("use base unit \"bytes\" instead of \"bits\""))
 }
 
 #[test]
