@@ -65,7 +65,10 @@ fn family<'a>(out: &'a [MetricFamily], name: &str) -> Option<&'a MetricFamily> {
     out.iter().find(|f| f.name == name)
 }
 
-fn label<'a>(labels: &'a [(vigil_proto::metrics::LabelName, String)], name: &str) -> Option<&'a str> {
+fn label<'a>(
+    labels: &'a [(vigil_proto::metrics::LabelName, String)],
+    name: &str,
+) -> Option<&'a str> {
     labels
         .iter()
         .find(|(k, _)| k == name)

@@ -450,10 +450,7 @@ mod tests {
         assert_eq!(label("serial"), "vigil-test-disk0");
         assert_eq!(label("path"), "pci-0000:00:05.0");
         let fs = fam("node_disk_filesystem_info");
-        assert_eq!(
-            fs.samples[0].labels[1],
-            ("type".into(), "ext4".to_owned())
-        );
+        assert_eq!(fs.samples[0].labels[1], ("type".into(), "ext4".to_owned()));
     }
 
     #[test]

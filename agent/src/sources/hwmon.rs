@@ -171,22 +171,19 @@ fn classify(sensor_type: &str, element: &str, has_bare: bool) -> (String, String
 
 pub fn hwmon_families(chips: &[Chip]) -> Vec<MetricFamily> {
     let mut families: BTreeMap<String, MetricFamily> = BTreeMap::new();
-    let mut add = |name: String,
-                   help: String,
-                   counter: bool,
-                   labels: &[(&'static str, &str)],
-                   v: f64| {
-        families
-            .entry(name)
-            .or_insert_with_key(|name| {
-                if counter {
-                    MetricFamily::counter(name.clone(), help)
-                } else {
-                    MetricFamily::gauge(name.clone(), help)
-                }
-            })
-            .push(labels, v);
-    };
+    let mut add =
+        |name: String, help: String, counter: bool, labels: &[(&'static str, &str)], v: f64| {
+            families
+                .entry(name)
+                .or_insert_with_key(|name| {
+                    if counter {
+                        MetricFamily::counter(name.clone(), help)
+                    } else {
+                        MetricFamily::gauge(name.clone(), help)
+                    }
+                })
+                .push(labels, v);
+        };
     for chip in chips {
         if let Some(chip_name) = &chip.chip_name {
             add(

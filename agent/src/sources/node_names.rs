@@ -212,7 +212,11 @@ fn families_match_node_exporter() {
             "{} is outside node_exporter's namespaces",
             f.name
         );
-        assert!(emitted.insert(f.name.to_string()), "{} emitted twice", f.name);
+        assert!(
+            emitted.insert(f.name.to_string()),
+            "{} emitted twice",
+            f.name
+        );
         let mut labels = labels_of(f);
         if let Some((kind, help, ref_labels)) = reference.get(&*f.name) {
             assert_eq!(f.kind, *kind, "type of {}", f.name);

@@ -75,7 +75,10 @@ fn is_pseudo_fs(file: &File) -> bool {
         return false;
     }
     // SAFETY: fstatfs returned 0, so the struct is initialised.
-    let f_type = unsafe { st.assume_init() }.f_type as i64;
+    let st = unsafe { st.assume_init() };
+    // f_type is an i64 on 64-bit glibc and narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let f_type = st.f_type as i64;
     f_type == PROC_SUPER_MAGIC || f_type == SYSFS_MAGIC
 }
 

@@ -77,8 +77,12 @@ pub fn read_timex() -> Result<TimexReading, TimexError> {
 
 pub fn timex_families(t: &TimexReading) -> Vec<MetricFamily> {
     let divisor = if t.status & STA_NANO != 0 { 1e9 } else { 1e6 };
-    let g = |name: &'static str, help: &'static str, v: f64| MetricFamily::gauge(name, help).with(&[], v);
-    let c = |name: &'static str, help: &'static str, v: f64| MetricFamily::counter(name, help).with(&[], v);
+    let g = |name: &'static str, help: &'static str, v: f64| {
+        MetricFamily::gauge(name, help).with(&[], v)
+    };
+    let c = |name: &'static str, help: &'static str, v: f64| {
+        MetricFamily::counter(name, help).with(&[], v)
+    };
     vec![
         g(
             "node_timex_sync_status",

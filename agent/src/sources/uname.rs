@@ -90,11 +90,7 @@ mod tests {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         assert_eq!(u.nodename, host.trim());
         let fam = uname_family(&u);
-        let names: Vec<&str> = fam.samples[0]
-            .labels
-            .iter()
-            .map(|(k, _)| &**k)
-            .collect();
+        let names: Vec<&str> = fam.samples[0].labels.iter().map(|(k, _)| &**k).collect();
         assert_eq!(
             names,
             [
