@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
 use vigil_proto::MetricFamily;
 use vigil_proto::exposition::{self, Format};
 
@@ -62,8 +63,8 @@ pub struct Snapshot {
     pub families: Vec<MetricFamily>,
     pub reports: Vec<SourceReport>,
     pub collected_at: SystemTime,
-    text: OnceLock<Arc<[u8]>>,
-    openmetrics: OnceLock<Arc<[u8]>>,
+    text: OnceLock<Bytes>,
+    openmetrics: OnceLock<Bytes>,
 }
 
 impl Snapshot {
@@ -78,16 +79,17 @@ impl Snapshot {
     }
 
     /// The exposition in `format`, encoded on first use and shared by later scrapes.
-    pub fn encoded(&self, format: Format) -> Arc<[u8]> {
+    pub fn encoded(&self, format: Format) -> Bytes {
         let cell = match format {
             Format::Text => &self.text,
             Format::OpenMetrics => &self.openmetrics,
         };
-        Arc::clone(cell.get_or_init(|| {
+        cell.get_or_init(|| {
             let mut out = String::with_capacity(64 * 1024);
             exposition::encode(&self.families, format, &mut out);
-            Arc::from(out.into_bytes())
-        }))
+            Bytes::from(out.into_bytes())
+        })
+        .clone()
     }
 
     /// The family named `name`, if any source produced it.
@@ -451,7 +453,8 @@ mod tests {
         let snapshot = Snapshot::new(vec![MetricFamily::gauge("x", "y").with(&[], 1.0)], vec![]);
         let first = snapshot.encoded(Format::Text);
         let second = snapshot.encoded(Format::Text);
-        assert!(Arc::ptr_eq(&first, &second));
+        // The second scrape shares the first one's buffer.
+        assert_eq!(first.as_ptr(), second.as_ptr());
         assert!(snapshot.encoded(Format::OpenMetrics).ends_with(b"# EOF\n"));
     }
 }

@@ -74,7 +74,7 @@ async fn metrics(
             }
         }
     } else {
-        Response::new(Body::from(body.to_vec()))
+        Response::new(Body::from(body))
     };
     response.headers_mut().insert(
         header::CONTENT_TYPE,

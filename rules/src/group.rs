@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::alerting::{Alert, AlertState, AlertingRule};
 use crate::promql::{
     Engine, InstantSample, Labels, LabelsBuilder, METRIC_NAME, Matchers, MemoryStorage, Series,
-    SeriesVisitor, Storage, StorageError, Value, stale_nan,
+    LatestVisitor, SeriesVisitor, Storage, StorageError, Value, stale_nan,
 };
 use crate::rulefile::{Recovery, Rule, RuleError, RuleGroup, RuleKind, load_file};
 use crate::template::{Env, QuerySample};
@@ -191,6 +191,22 @@ impl Storage for Overlay<'_> {
             }
         }
         Ok(out)
+    }
+
+    fn select_latest_each(
+        &self,
+        m: &Matchers,
+        t_ms: i64,
+        lookback_ms: i64,
+        f: &mut LatestVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        if self.fresh.select_latest(m, t_ms, lookback_ms)?.is_empty() {
+            return self.base.select_latest_each(m, t_ms, lookback_ms, f);
+        }
+        for (l, t, v) in self.select_latest(m, t_ms, lookback_ms)? {
+            f(&l, t, v);
+        }
+        Ok(())
     }
 }
 

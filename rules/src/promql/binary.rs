@@ -8,9 +8,10 @@ use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
     T_MUL, T_NEQ, T_POW, T_SUB, TokenId,
 };
-use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+use promql_parser::parser::{BinaryExpr, Expr, LabelModifier, VectorMatchCardinality};
 
-use super::engine::{Ctx, Sample, Val};
+use super::engine::{Ctx, Keep, Sample, Val};
+use super::functions::unwrap_parens;
 use super::{EvalError, Labels, METRIC_NAME};
 
 fn is_comparison(op: TokenId) -> bool {
@@ -42,6 +43,44 @@ fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool), EvalError> {
 }
 
 pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, t: i64) -> Result<Val, EvalError> {
+    eval_filtered(ctx, b, t, None)
+}
+
+/// The literal a side is, if it is one (parentheses aside).
+fn literal(e: &Expr) -> Option<f64> {
+    match unwrap_parens(e) {
+        Expr::NumberLiteral(n) => Some(n.val),
+        _ => None,
+    }
+}
+
+/// Evaluates `b`. A filtering comparison against a literal (`x > 0`) hands its test
+/// down to the vector side, and `and`/`unless` hand the left side's signatures down to
+/// the right side, so samples that cannot reach the result are never built. `keep`
+/// (the parent's own filter) is applied to the result; the result is the same as
+/// evaluating in full and filtering afterwards.
+pub(crate) fn eval_filtered(
+    ctx: &Ctx<'_>,
+    b: &BinaryExpr,
+    t: i64,
+    keep: Option<Keep<'_>>,
+) -> Result<Val, EvalError> {
+    let val = eval_inner(ctx, b, t, keep)?;
+    Ok(match (keep, val) {
+        (Some(k), Val::Vector(mut v)) => {
+            v.retain(|s| k(&s.labels, s.v));
+            Val::Vector(v)
+        }
+        (_, other) => other,
+    })
+}
+
+fn eval_inner(
+    ctx: &Ctx<'_>,
+    b: &BinaryExpr,
+    t: i64,
+    keep: Option<Keep<'_>>,
+) -> Result<Val, EvalError> {
     let op = b.op.id();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     if b.modifier
@@ -50,17 +89,54 @@ pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, t: i64) -> Result<Val, EvalErr
     {
         return Err(EvalError::Query("fill modifiers are not supported".into()));
     }
+    // A filtering comparison keeps the vector side's samples unchanged (labels, value
+    // and name flag), so the test and the parent's filter can both run at the source.
+    let filtering = is_comparison(op) && !return_bool;
+    let passes = |l: f64, r: f64| apply(op, l, r).is_ok_and(|(_, k)| k);
+    let parent = |l: &Labels, v: f64| keep.is_none_or(|k| k(l, v));
+    if filtering && let Some(s) = literal(&b.rhs) {
+        let lhs = ctx.eval_filtered(&b.lhs, t, &|l, v| passes(v, s) && parent(l, v))?;
+        let rhs = ctx.eval(&b.rhs, t)?;
+        return combine(op, b, lhs, rhs, return_bool);
+    }
+    if filtering && literal(&b.lhs).is_some() {
+        let lhs = ctx.eval(&b.lhs, t)?;
+        if let Val::Scalar(s) = lhs {
+            let rhs = ctx.eval_filtered(&b.rhs, t, &|l, v| passes(s, v) && parent(l, v))?;
+            return combine(op, b, lhs, rhs, return_bool);
+        }
+        let rhs = ctx.eval(&b.rhs, t)?;
+        return combine(op, b, lhs, rhs, return_bool);
+    }
     let lhs = ctx.eval(&b.lhs, t)?;
     // `and`/`unless` keep a subset of the left side: with nothing on the left the
     // right side cannot change the result, so it is not evaluated (alert rules of
     // the form `a > x unless b offset 5m` are mostly empty on the left).
     if matches!(op, T_LAND | T_LUNLESS)
         && let Val::Vector(l) = &lhs
-        && l.is_empty()
     {
-        return Ok(Val::Vector(Vec::new()));
+        if l.is_empty() {
+            return Ok(Val::Vector(Vec::new()));
+        }
+        // Only right-hand samples whose signature is on the left can matter.
+        let m = Matching::new(b);
+        let sg = Signer::new(&m);
+        let sigs: HashSet<u64> = l.iter().map(|s| sg.sign(&s.labels)).collect();
+        let rhs = ctx.eval_filtered(&b.rhs, t, &|l, _| sigs.contains(&sg.sign(l)))?;
+        return combine(op, b, lhs, rhs, return_bool);
     }
     let rhs = ctx.eval(&b.rhs, t)?;
+    combine(op, b, lhs, rhs, return_bool)
+}
+
+/// Applies the operator to both evaluated sides.
+fn combine(
+    op: TokenId,
+    b: &BinaryExpr,
+    lhs: Val,
+    rhs: Val,
+    return_bool: bool,
+) -> Result<Val, EvalError> {
     match (lhs, rhs) {
         (Val::Scalar(l), Val::Scalar(r)) => {
             let (v, keep) = apply(op, l, r)?;

@@ -61,6 +61,12 @@ pub(crate) struct RangeSeries {
     pub drop_name: bool,
 }
 
+/// A filter a parent applies to a child's instant vector (a comparison against a
+/// literal, or `and`/`unless` keeping only right-hand samples that can match). Pushed
+/// down to selectors and range functions, it keeps samples that would be dropped
+/// anyway from ever being built: cloning a stored series' label set costs a cache miss.
+pub(crate) type Keep<'k> = &'k dyn Fn(&Labels, f64) -> bool;
+
 /// An intermediate value.
 #[derive(Debug, Clone)]
 pub(crate) enum Val {
@@ -421,6 +427,28 @@ impl<'a> Ctx<'a> {
                 "extension expressions are not supported".into(),
             )),
         }
+    }
+
+    /// [`Ctx::eval`] keeping only the instant-vector samples `keep` accepts. Scalars
+    /// and strings are returned as they are; errors and annotations are the same as
+    /// evaluating in full and filtering afterwards.
+    pub fn eval_filtered(&self, e: &Expr, t: i64, keep: Keep<'_>) -> Result<Val, EvalError> {
+        let val = match e {
+            Expr::Paren(p) => return self.eval_filtered(&p.expr, t, keep),
+            Expr::VectorSelector(vs) => {
+                return Ok(Val::Vector(self.select_instant_filtered(vs, t, keep)?));
+            }
+            Expr::Binary(b) => super::binary::eval_filtered(self, b, t, Some(keep))?,
+            Expr::Call(c) => super::functions::call_filtered(self, c, t, Some(keep))?,
+            _ => self.eval(e, t)?,
+        };
+        Ok(match val {
+            Val::Vector(mut v) => {
+                v.retain(|s| keep(&s.labels, s.v));
+                Val::Vector(v)
+            }
+            other => other,
+        })
     }
 
     /// Evaluates an expression that must yield an instant vector.

@@ -4,7 +4,7 @@
 
 use promql_parser::parser::{Call, Expr};
 
-use super::engine::{Ctx, Sample, Val};
+use super::engine::{Ctx, Keep, Sample, Val};
 use super::{EvalError, Labels, label_functions, range_functions};
 
 /// Go's `math.Max`: NaN wins unless the other side is +Inf.
@@ -87,12 +87,23 @@ fn simple(name: &str) -> Option<fn(f64) -> f64> {
 }
 
 pub(crate) fn call(ctx: &Ctx<'_>, c: &Call, t: i64) -> Result<Val, EvalError> {
+    call_filtered(ctx, c, t, None)
+}
+
+/// [`call`]; range functions build only the output samples `keep` accepts, other
+/// functions return everything and leave the filtering to the caller.
+pub(crate) fn call_filtered(
+    ctx: &Ctx<'_>,
+    c: &Call,
+    t: i64,
+    keep: Option<Keep<'_>>,
+) -> Result<Val, EvalError> {
     let name = c.func.name;
     let args = &c.args.args;
     if let Some(f) = simple(name) {
         return Ok(map_vector(ctx.eval_vector(&args[0], t)?, f));
     }
-    if let Some(v) = range_functions::call(ctx, name, args, t)? {
+    if let Some(v) = range_functions::call(ctx, name, args, t, keep)? {
         return Ok(v);
     }
     if let Some(v) = label_functions::call(ctx, name, args, t)? {

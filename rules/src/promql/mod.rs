@@ -96,6 +96,9 @@ pub struct Annotated<T> {
 /// Receives one series' labels and samples from [`Storage::select_each`].
 pub type SeriesVisitor<'f> = dyn FnMut(&Labels, &[(i64, f64)]) + 'f;
 
+/// Receives one series' labels and newest sample from [`Storage::select_latest_each`].
+pub type LatestVisitor<'f> = dyn FnMut(&Labels, i64, f64) + 'f;
+
 /// A storage backend failed to answer a select.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("storage: {0}")]
@@ -146,6 +149,22 @@ pub trait Storage {
             .into_iter()
             .filter_map(|s| s.samples.last().map(|&(t, v)| (s.labels, t, v)))
             .collect())
+    }
+
+    /// [`Storage::select_latest`] as a visitor, in the same order: a caller that keeps
+    /// few of the samples (a selector under a comparison filter) then clones no label
+    /// set for the rest. The default goes through `select_latest`.
+    fn select_latest_each(
+        &self,
+        matchers: &Matchers,
+        t_ms: i64,
+        lookback_ms: i64,
+        f: &mut LatestVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        for (l, t, v) in self.select_latest(matchers, t_ms, lookback_ms)? {
+            f(&l, t, v);
+        }
+        Ok(())
     }
 }
 

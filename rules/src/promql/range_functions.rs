@@ -4,7 +4,7 @@
 use promql_parser::parser::{AtModifier, Expr, Offset};
 
 use super::aggregate::{format_go_float, kahan_inc, kahan_sum, mean, quantile};
-use super::engine::{Ctx, Sample, Val, duration_ms};
+use super::engine::{Ctx, Keep, Sample, Val, duration_ms};
 use super::functions::unwrap_parens;
 use super::{EvalError, Labels, label_functions};
 
@@ -176,6 +176,7 @@ pub(crate) fn call(
     name: &str,
     args: &[Box<Expr>],
     t: i64,
+    keep: Option<Keep<'_>>,
 ) -> Result<Option<Val>, EvalError> {
     let known = matches!(
         name,
@@ -355,7 +356,9 @@ pub(crate) fn call(
             }
             _ => None,
         };
-        if let Some(v) = v {
+        if let Some(v) = v
+            && keep.is_none_or(|k| k(labels, v))
+        {
             out.push(Sample {
                 labels: labels.clone(),
                 v,

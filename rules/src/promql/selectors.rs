@@ -7,7 +7,9 @@ use std::rc::Rc;
 
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
-use super::engine::{Ctx, RangeSeries, Sample, Val, duration_ms, full_matchers, offset_ms};
+use super::engine::{
+    Ctx, Keep, RangeSeries, Sample, Val, duration_ms, full_matchers, offset_ms,
+};
 use super::{EvalError, Labels, Series, is_stale_nan};
 
 /// Receives one series of a range argument: labels, whether its name is to be
@@ -57,6 +59,51 @@ impl Ctx<'_> {
         self.at_ms(&vs.at).unwrap_or(t) - offset_ms(&vs.offset)
     }
 
+    /// The samples of an instant selector that `keep` accepts. When only this step
+    /// reads the selector, label sets are cloned only for the samples kept.
+    pub fn select_instant_filtered(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+        keep: Keep<'_>,
+    ) -> Result<Vec<Sample>, EvalError> {
+        let tt = self.selector_time(vs, t);
+        if self.latest_single_use(vs, tt) {
+            let mut out = Vec::new();
+            self.st.select_latest_each(
+                &full_matchers(vs),
+                tt,
+                self.lookback_ms,
+                &mut |labels, _, v| {
+                    if !is_stale_nan(v) && keep(labels, v) {
+                        out.push(Sample {
+                            labels: labels.clone(),
+                            v,
+                            drop_name: false,
+                        });
+                    }
+                },
+            )?;
+            return Ok(out);
+        }
+        Ok(self
+            .select_instant_with_ts(vs, t)?
+            .into_iter()
+            .map(|(s, _)| s)
+            .filter(|s| keep(&s.labels, s.v))
+            .collect())
+    }
+
+    /// Whether this step is the only reader of an instant selector at `tt`, so it can
+    /// ask storage for the newest samples alone instead of fetching and caching.
+    fn latest_single_use(&self, vs: &VectorSelector, tt: i64) -> bool {
+        let key = vs as *const VectorSelector as usize;
+        self.spans
+            .get(&key)
+            .is_some_and(|&(lo, hi)| hi - lo == self.lookback_ms && hi == tt)
+            && !self.cache.borrow().contains_key(&key)
+    }
+
     /// Latest non-stale sample within the lookback window, with its timestamp.
     pub fn select_instant_with_ts(
         &self,
@@ -64,12 +111,7 @@ impl Ctx<'_> {
         t: i64,
     ) -> Result<Vec<(Sample, i64)>, EvalError> {
         let tt = self.selector_time(vs, t);
-        let key = vs as *const VectorSelector as usize;
-        let single_use = self
-            .spans
-            .get(&key)
-            .is_some_and(|&(lo, hi)| hi - lo == self.lookback_ms && hi == tt);
-        if single_use && !self.cache.borrow().contains_key(&key) {
+        if self.latest_single_use(vs, tt) {
             let latest = self
                 .st
                 .select_latest(&full_matchers(vs), tt, self.lookback_ms)?;

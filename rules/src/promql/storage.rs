@@ -5,7 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{Labels, MatchOp, Matcher, Matchers, Series, SeriesVisitor, Storage, StorageError};
+use super::{
+    Labels, LatestVisitor, MatchOp, Matcher, Matchers, Series, SeriesVisitor, Storage,
+    StorageError,
+};
 
 /// Series held in memory, indexed by label name and value.
 #[derive(Debug, Default, Clone)]
@@ -231,18 +234,30 @@ impl Storage for MemoryStorage {
         t_ms: i64,
         lookback_ms: i64,
     ) -> Result<Vec<(Labels, i64, f64)>, StorageError> {
-        let ids = self.matching_ids(matchers);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        let mut out = Vec::new();
+        self.select_latest_each(matchers, t_ms, lookback_ms, &mut |l, t, v| {
+            out.push((l.clone(), t, v));
+        })?;
+        Ok(out)
+    }
+
+    fn select_latest_each(
+        &self,
+        matchers: &Matchers,
+        t_ms: i64,
+        lookback_ms: i64,
+        f: &mut LatestVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        for id in self.matching_ids(matchers) {
             let s = &self.series[id];
             let hi = tail_partition(&s.samples, t_ms, true);
             if let Some(&(t, v)) = hi.checked_sub(1).map(|i| &s.samples[i])
                 && t > t_ms - lookback_ms
             {
-                out.push((s.labels.clone(), t, v));
+                f(&s.labels, t, v);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
