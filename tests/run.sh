@@ -37,4 +37,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build --workspace --bins
-cargo test --workspace "$@"
+
+# Every test binary runs even after a failure, and the run ends with one line that
+# adds up all of them.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ {
+       for (i = 2; i <= NF; i++) {
+         if ($i == "passed;") passed += $(i - 1)
+         if ($i == "failed;") failed += $(i - 1)
+         if ($i == "ignored;") skipped += $(i - 1)
+       }
+     }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$log"
+exit "$status"
