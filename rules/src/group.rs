@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use crate::alerting::{Alert, AlertState, AlertingRule};
 use crate::promql::{
-    Engine, InstantSample, Labels, LabelsBuilder, METRIC_NAME, Matchers, MemoryStorage, Series,
-    LatestVisitor, SeriesVisitor, Storage, StorageError, Value, stale_nan,
+    Engine, InstantSample, Labels, LabelsBuilder, LatestVisitor, METRIC_NAME, Matchers,
+    MemoryStorage, Series, SeriesVisitor, Storage, StorageError, Value, stale_nan,
 };
 use crate::rulefile::{Recovery, Rule, RuleError, RuleGroup, RuleKind, load_file};
 use crate::template::{Env, QuerySample};

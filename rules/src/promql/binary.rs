@@ -46,6 +46,10 @@ pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, t: i64) -> Result<Val, EvalErr
     eval_filtered(ctx, b, t, None)
 }
 
+/// Most distinct left-hand signatures for which `and`/`unless` read a right-hand
+/// selector one signature at a time instead of in full.
+const MAX_NARROWED: usize = 64;
+
 /// The literal a side is, if it is one (parentheses aside).
 fn literal(e: &Expr) -> Option<f64> {
     match unwrap_parens(e) {
@@ -121,8 +125,28 @@ fn eval_inner(
         // Only right-hand samples whose signature is on the left can matter.
         let m = Matching::new(b);
         let sg = Signer::new(&m);
-        let sigs: HashSet<u64> = l.iter().map(|s| sg.sign(&s.labels)).collect();
-        let rhs = ctx.eval_filtered(&b.rhs, t, &|l, _| sigs.contains(&sg.sign(l)))?;
+        let mut firsts: HashMap<u64, &Labels> = HashMap::new();
+        for s in l {
+            firsts.entry(sg.sign(&s.labels)).or_insert(&s.labels);
+        }
+        let pred = |l: &Labels, _: f64| firsts.contains_key(&sg.sign(l));
+        // A right-hand selector is read only where its series carry the matching
+        // labels of some left-hand sample, when there are few of those: the
+        // signature test then sees a handful of series instead of all of them.
+        let narrowed = match unwrap_parens(&b.rhs) {
+            Expr::VectorSelector(vs) if firsts.len() <= MAX_NARROWED => {
+                let narrow: Vec<Vec<(&str, &str)>> = firsts
+                    .values()
+                    .map(|l| l.iter().filter(|&(n, _)| sg.in_signature(n)).collect())
+                    .collect();
+                ctx.select_instant_narrowed(vs, t, &narrow, &pred)?
+            }
+            _ => None,
+        };
+        let rhs = match narrowed {
+            Some(v) => Val::Vector(v),
+            None => ctx.eval_filtered(&b.rhs, t, &pred)?,
+        };
         return combine(op, b, lhs, rhs, return_bool);
     }
     let rhs = ctx.eval(&b.rhs, t)?;
@@ -248,6 +272,15 @@ impl<'m> Signer<'m> {
         Signer {
             m,
             ignored: m.ignored(),
+        }
+    }
+
+    /// Whether label `name` is part of the signature.
+    fn in_signature(&self, name: &str) -> bool {
+        if self.m.on {
+            self.m.labels.iter().any(|x| x == name)
+        } else {
+            !self.ignored.iter().any(|x| x == name)
         }
     }
 

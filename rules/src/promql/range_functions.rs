@@ -267,6 +267,13 @@ pub(crate) fn call(
     };
     let check_each = counter_fn && named.is_none();
     let mut counted_pairs = false;
+    // The common functions are picked once, not by comparing names per series.
+    let extrapolated = match name {
+        "rate" => Some((true, true)),
+        "increase" => Some((true, false)),
+        "delta" => Some((false, false)),
+        _ => None,
+    };
     let mut per_series = |labels: &Labels, drop_name: bool, s: &[(i64, f64)]| {
         counted_pairs |= s.len() >= 2;
         if check_each
@@ -281,6 +288,9 @@ pub(crate) fn call(
             reported = Some(labels.clone());
         }
         let v = match name {
+            _ if let Some((counter, rate)) = extrapolated => {
+                extrapolated_rate(s, end, range, counter, rate)
+            }
             "rate" => extrapolated_rate(s, end, range, true, true),
             "increase" => extrapolated_rate(s, end, range, true, false),
             "delta" => extrapolated_rate(s, end, range, false, false),

@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
-use super::engine::{
-    Ctx, Keep, RangeSeries, Sample, Val, duration_ms, full_matchers, offset_ms,
-};
+use super::engine::{Ctx, Keep, RangeSeries, Sample, Val, duration_ms, full_matchers, offset_ms};
 use super::{EvalError, Labels, Series, is_stale_nan};
 
 /// Receives one series of a range argument: labels, whether its name is to be
@@ -92,6 +91,44 @@ impl Ctx<'_> {
             .map(|(s, _)| s)
             .filter(|s| keep(&s.labels, s.v))
             .collect())
+    }
+
+    /// An instant selector's samples that `keep` accepts, read only from the series
+    /// that also carry every label of one of `narrow` (each list read in turn; a
+    /// series may come back once per list it matches). `None` when the selector is
+    /// not read on its own by this step, so the caller must evaluate it in full.
+    pub fn select_instant_narrowed(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+        narrow: &[Vec<(&str, &str)>],
+        keep: Keep<'_>,
+    ) -> Result<Option<Vec<Sample>>, EvalError> {
+        let tt = self.selector_time(vs, t);
+        if !self.latest_single_use(vs, tt) {
+            return Ok(None);
+        }
+        let base = full_matchers(vs);
+        let mut out = Vec::new();
+        for pairs in narrow {
+            let mut m = base.clone();
+            m.matchers.extend(
+                pairs
+                    .iter()
+                    .map(|&(n, v)| Matcher::new(MatchOp::Equal, n, v)),
+            );
+            self.st
+                .select_latest_each(&m, tt, self.lookback_ms, &mut |labels, _, v| {
+                    if !is_stale_nan(v) && keep(labels, v) {
+                        out.push(Sample {
+                            labels: labels.clone(),
+                            v,
+                            drop_name: false,
+                        });
+                    }
+                })?;
+        }
+        Ok(Some(out))
     }
 
     /// Whether this step is the only reader of an instant selector at `tt`, so it can

@@ -151,3 +151,51 @@ fn range_queries_and_subqueries_are_bounded() {
     let err = instant(&st, "max_over_time(time()[100w:1s])", 0).unwrap_err();
     assert!(err.to_string().contains("subquery"), "{err}");
 }
+
+/// `and`/`unless` read a right-hand selector only where the left side's matching
+/// labels are, and comparisons filter at the source; a range query (whose selectors
+/// are read over several steps, so neither shortcut applies) must agree at each step.
+#[test]
+fn narrowed_set_operators_agree_with_full_evaluation() {
+    let mut st = store();
+    for (job, zone) in [("a", "x"), ("b", "y"), ("c", "x")] {
+        let l = Labels::from_pairs([("__name__", "errs"), ("job", job), ("zone", zone)]);
+        for i in 0..=10 {
+            st.add(l.clone(), i * 60_000, (i % 3) as f64);
+        }
+        let l = Labels::from_pairs([("__name__", "errs"), ("job", job)]);
+        st.add(l, 540_000, 1.0);
+    }
+    let engine = Engine::default();
+    for q in [
+        "req_total > 4 unless req_total offset 5m",
+        "req_total > 4 and req_total offset 5m",
+        "errs > 0 unless errs offset 2m",
+        "errs > 0 and ignoring(zone) (errs offset 1m)",
+        "errs unless on(job) req_total",
+        "errs and on(zone) errs{job=\"c\"} > 0",
+        "req_total and on() up",
+        "errs unless ignoring(job, zone) errs{job=\"b\"}",
+        "increase(req_total[5m]) > 5 or errs > 1",
+        "0 < errs unless on(job) (errs{zone=\"x\"} == 1)",
+    ] {
+        let e = parse(q).unwrap();
+        for t in [480_000, 540_000, 600_000] {
+            let fast = vector(engine.instant(&st, &e, t).unwrap());
+            let range = engine.range(&st, &e, t - 120_000, t, 60_000).unwrap();
+            let mut at_t: Vec<(String, f64)> = range
+                .iter()
+                .filter_map(|s| {
+                    s.samples
+                        .iter()
+                        .find(|&&(ts, _)| ts == t)
+                        .map(|&(_, v)| (s.labels.to_string(), v))
+                })
+                .collect();
+            at_t.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut fast_sorted = fast.clone();
+            fast_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(fast_sorted, at_t, "{q} at {t}");
+        }
+    }
+}
