@@ -89,8 +89,9 @@ fn labels_natural_cmp(a: &Labels, b: &Labels) -> Ordering {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil(days: i64) -> (i64, u32, u32) {
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian. Shared with the
+/// templates' humanizeTimestamp.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -111,7 +112,7 @@ fn date_part(name: &str, secs: f64) -> f64 {
     let s = secs as i64;
     let days = s.div_euclid(86_400);
     let sod = s.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
+    let (y, m, d) = civil_from_days(days);
     let month_days = [
         31,
         if is_leap(y) { 29 } else { 28 },

@@ -29,6 +29,7 @@ mod tests;
 mod xxhash;
 
 pub use engine::{Engine, EngineOptions};
+pub(crate) use label_functions::civil_from_days;
 pub use labels::{Labels, LabelsBuilder, METRIC_NAME};
 pub use promql_parser::label::{MatchOp, Matcher, Matchers};
 pub use promql_parser::parser::Expr;
