@@ -210,7 +210,20 @@ impl Collector {
             let _ = tokio::time::timeout_at(next_deadline.into(), cycle.finished.notified()).await;
         }
 
-        let reports: Vec<SourceReport> = reports.into_iter().flatten().collect();
+        // Every slot has a report unless the cycle's lock was poisoned, which only a
+        // panic while holding it could cause; such a slot counts as failed.
+        let reports: Vec<SourceReport> = reports
+            .into_iter()
+            .zip(&self.slots)
+            .map(|(report, slot)| {
+                report.unwrap_or_else(|| SourceReport {
+                    name: slot.source.name(),
+                    success: false,
+                    duration: cycle_start.elapsed(),
+                    error: Some("collection state was lost".to_owned()),
+                })
+            })
+            .collect();
         for (slot, report) in self.slots.iter().zip(&reports) {
             let was_failing = slot.failing.swap(!report.success, Ordering::Relaxed);
             match (&report.error, was_failing) {

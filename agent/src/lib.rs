@@ -35,6 +35,18 @@ pub enum AgentError {
     Gpu(String),
 }
 
+/// Logs to stderr at `info`, or as `RUST_LOG` says; for the binaries that run the agent
+/// (`vigil-agent`, `vigil up`), called once at start.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Runs the agent on `listener` until `shutdown` resolves: a collection every
 /// `interval_secs`, the endpoint serving the latest one.
 pub async fn run(
