@@ -61,18 +61,14 @@ pub struct SourceReport {
 /// What one cycle produced: the families to serve, encoded lazily once per format.
 pub struct Snapshot {
     pub families: Vec<MetricFamily>,
-    pub reports: Vec<SourceReport>,
-    pub collected_at: SystemTime,
     text: OnceLock<Bytes>,
     openmetrics: OnceLock<Bytes>,
 }
 
 impl Snapshot {
-    pub fn new(families: Vec<MetricFamily>, reports: Vec<SourceReport>) -> Self {
+    pub fn new(families: Vec<MetricFamily>) -> Self {
         Self {
             families,
-            reports,
-            collected_at: SystemTime::now(),
             text: OnceLock::new(),
             openmetrics: OnceLock::new(),
         }
@@ -236,7 +232,7 @@ impl Collector {
         }
         let cycles = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         families.extend(self.health_families(&reports, cycles, cycle_start.elapsed()));
-        Snapshot::new(merge_families(families), reports)
+        Snapshot::new(merge_families(families))
     }
 
     /// Starts a blocking worker that runs queued sources until the queue is empty or it
@@ -346,7 +342,7 @@ pub fn merge_families(mut families: Vec<MetricFamily>) -> Vec<MetricFamily> {
     merged
 }
 
-pub fn unix_secs(t: SystemTime) -> f64 {
+fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
@@ -463,7 +459,7 @@ mod tests {
 
     #[test]
     fn snapshot_encodes_once_per_format() {
-        let snapshot = Snapshot::new(vec![MetricFamily::gauge("x", "y").with(&[], 1.0)], vec![]);
+        let snapshot = Snapshot::new(vec![MetricFamily::gauge("x", "y").with(&[], 1.0)]);
         let first = snapshot.encoded(Format::Text);
         let second = snapshot.encoded(Format::Text);
         // The second scrape shares the first one's buffer.

@@ -29,7 +29,8 @@ pub struct AgentConfig {
     /// Where the agent keeps its state (the simulated NVML library's copy, later the
     /// spool and checkpoints).
     pub state_dir: PathBuf,
-    pub paths: PathsConfig,
+    /// Where /proc, /sys and the root file system are mounted.
+    pub paths: HostPaths,
     pub filesystem: FilesystemConfig,
     pub diskstats: DiskstatsConfig,
     pub netdev: NetdevConfig,
@@ -44,41 +45,11 @@ impl Default for AgentConfig {
             interval_secs: 5.0,
             source_timeout_secs: 4.0,
             state_dir: PathBuf::from("/var/lib/vigil-agent"),
-            paths: PathsConfig::default(),
+            paths: HostPaths::default(),
             filesystem: FilesystemConfig::default(),
             diskstats: DiskstatsConfig::default(),
             netdev: NetdevConfig::default(),
             gpu: GpuConfig::default(),
-        }
-    }
-}
-
-/// Where /proc, /sys and the root file system are mounted (node_exporter's `--path.*`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PathsConfig {
-    pub procfs: PathBuf,
-    pub sysfs: PathBuf,
-    pub rootfs: PathBuf,
-}
-
-impl Default for PathsConfig {
-    fn default() -> Self {
-        let p = HostPaths::default();
-        Self {
-            procfs: p.procfs,
-            sysfs: p.sysfs,
-            rootfs: p.rootfs,
-        }
-    }
-}
-
-impl PathsConfig {
-    pub fn host_paths(&self) -> HostPaths {
-        HostPaths {
-            procfs: self.procfs.clone(),
-            sysfs: self.sysfs.clone(),
-            rootfs: self.rootfs.clone(),
         }
     }
 }

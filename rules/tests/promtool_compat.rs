@@ -41,6 +41,30 @@ fn ours_test(file: &Path) -> (i32, String) {
     (code, String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Fails with every file whose exit code differs between `expected` and `ours`.
+fn assert_same_verdicts(
+    files: &[PathBuf],
+    expected: impl Fn(&Path) -> i32,
+    ours: fn(&Path) -> (i32, String),
+) {
+    let mut mismatches = Vec::new();
+    for f in files {
+        let expected = expected(f);
+        let (got, report) = ours(f);
+        if got != expected {
+            mismatches.push(format!(
+                "{}: promtool {expected}, ours {got}\n{report}",
+                f.display()
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "verdicts differ:\n{}",
+        mismatches.join("\n")
+    );
+}
+
 fn ours_check(file: &Path) -> (i32, String) {
     let mut out = Vec::new();
     let code = vigil_rules::check_files(&[file.to_path_buf()], &mut out);
@@ -81,25 +105,16 @@ fn unit_test_verdicts_match_promtool() {
         files.len() >= 11 + 2,
         "expected the 11 conformance test files and the pack tests, found {files:?}"
     );
-    let mut mismatches = Vec::new();
-    for f in &files {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let expected = match TOO_NEW_FOR_DEBIAN.iter().find(|(n, _)| *n == name) {
-            Some((_, code)) if f.starts_with(conformance_dir()) => *code,
-            _ => promtool(&["test", "rules"], f),
-        };
-        let (got, report) = ours_test(f);
-        if got != expected {
-            mismatches.push(format!(
-                "{}: promtool {expected}, ours {got}\n{report}",
-                f.display()
-            ));
-        }
-    }
-    assert!(
-        mismatches.is_empty(),
-        "verdicts differ:\n{}",
-        mismatches.join("\n")
+    assert_same_verdicts(
+        &files,
+        |f| {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            match TOO_NEW_FOR_DEBIAN.iter().find(|(n, _)| *n == name) {
+                Some((_, code)) if f.starts_with(conformance_dir()) => *code,
+                _ => promtool(&["test", "rules"], f),
+            }
+        },
+        ours_test,
     );
 }
 
@@ -126,22 +141,7 @@ fn check_verdicts_match_promtool() {
             .into_iter()
             .filter(|p| !is_test_file(p)),
     );
-    let mut mismatches = Vec::new();
-    for f in &files {
-        let expected = promtool(&["check", "rules"], f);
-        let (got, report) = ours_check(f);
-        if got != expected {
-            mismatches.push(format!(
-                "{}: promtool {expected}, ours {got}\n{report}",
-                f.display()
-            ));
-        }
-    }
-    assert!(
-        mismatches.is_empty(),
-        "verdicts differ:\n{}",
-        mismatches.join("\n")
-    );
+    assert_same_verdicts(&files, |f| promtool(&["check", "rules"], f), ours_check);
 }
 
 #[test]

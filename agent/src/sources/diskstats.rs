@@ -392,15 +392,6 @@ mod tests {
     use super::*;
     use crate::config::DiskstatsConfig;
 
-    fn testdata() -> HostPaths {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        HostPaths {
-            procfs: root.join("proc"),
-            sysfs: root.join("sys"),
-            rootfs: root.clone(),
-        }
-    }
-
     #[test]
     fn parses_captured_diskstats() {
         let disks = parse_diskstats(include_str!("../../testdata/proc/diskstats")).unwrap();
@@ -413,7 +404,10 @@ mod tests {
 
     #[test]
     fn source_excludes_loop_devices_and_scales_units() {
-        let source = DiskstatsSource::new(&testdata(), &DiskstatsConfig::default().device_exclude);
+        let source = DiskstatsSource::new(
+            &HostPaths::testdata(),
+            &DiskstatsConfig::default().device_exclude,
+        );
         let mut out = Vec::new();
         source.collect(&mut out).unwrap();
         let fam = |n: &str| out.iter().find(|f| f.name == n).unwrap();

@@ -177,7 +177,7 @@ impl FilesystemSource {
     /// Each statvfs may take a quarter of the source's deadline before its mount counts
     /// as stuck, so up to three hung mounts still leave time to report the rest.
     pub fn new(config: &AgentConfig) -> Self {
-        let paths = config.paths.host_paths();
+        let paths = config.paths.clone();
         let timeout = Duration::from_secs_f64((config.source_timeout_secs / 4.0).clamp(0.05, 5.0));
         Self::with_timeout(&paths, config, timeout)
     }

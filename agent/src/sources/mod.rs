@@ -87,8 +87,10 @@ pub trait Source: Send + Sync {
 }
 
 /// Where the host's pseudo file systems are mounted (node_exporter's `--path.*`), so a
-/// containerised agent reads the host's and tests read captured trees.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// containerised agent reads the host's and tests read captured trees. Also the
+/// `[paths]` section of agent.toml.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostPaths {
     pub procfs: PathBuf,
     pub sysfs: PathBuf,
@@ -106,6 +108,17 @@ impl Default for HostPaths {
 }
 
 impl HostPaths {
+    /// The captured tree in agent/testdata/, for the sources' tests.
+    #[cfg(test)]
+    pub(crate) fn testdata() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        Self {
+            procfs: root.join("proc"),
+            sysfs: root.join("sys"),
+            rootfs: root,
+        }
+    }
+
     pub fn proc(&self, rel: &str) -> PathBuf {
         self.procfs.join(rel)
     }
@@ -123,7 +136,7 @@ pub fn read_file(path: &Path) -> Result<String, SourceError> {
 /// The host sources, in exposition order. An explicit list: adding a source means
 /// adding a line here.
 pub fn host_sources(config: &AgentConfig) -> Vec<Arc<dyn Source>> {
-    let paths = config.paths.host_paths();
+    let paths = config.paths.clone();
     vec![
         Arc::new(bonding::BondingSource::new(&paths)),
         Arc::new(conntrack::ConntrackSource::new(&paths)),

@@ -307,18 +307,9 @@ impl Source for NetclassSource {
 mod tests {
     use super::*;
 
-    fn testdata() -> HostPaths {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        HostPaths {
-            procfs: root.join("proc"),
-            sysfs: root.join("sys"),
-            rootfs: root,
-        }
-    }
-
     #[test]
     fn reads_captured_interfaces() {
-        let paths = testdata();
+        let paths = HostPaths::testdata();
         let eth0 = read_iface(&paths.sys("class/net"), "eth0");
         assert_eq!(eth0.operstate, "up");
         assert_eq!(eth0.address, "02:fc:00:00:00:01");
@@ -335,7 +326,7 @@ mod tests {
 
     #[test]
     fn families_from_captured_tree() {
-        let source = NetclassSource::new(&testdata(), "");
+        let source = NetclassSource::new(&HostPaths::testdata(), "");
         let mut out = Vec::new();
         source.collect(&mut out).unwrap();
         let fam = |n: &str| out.iter().find(|f| f.name == n).unwrap();
