@@ -13,6 +13,7 @@
 pub mod collect;
 pub mod config;
 pub mod http;
+pub mod ship;
 pub mod sources;
 
 use std::future::Future;

@@ -6,6 +6,10 @@
 //!   index, write-ahead log with checkpoints, retention — and its implementation of
 //!   the PromQL engine's `Storage` trait.
 
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod registry;
 pub mod store;
 
 pub use store::{Store, StoreOptions};

@@ -8,5 +8,6 @@
 
 pub mod exposition;
 pub mod metrics;
+pub mod otlp;
 
 pub use metrics::{MetricFamily, MetricKind, Sample};

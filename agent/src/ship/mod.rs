@@ -1,0 +1,1 @@
+//! Shipping to the collector: an on-disk spool and the OTLP/gRPC client that drains it.

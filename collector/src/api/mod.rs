@@ -1,0 +1,1 @@
+//! The collector's HTTP API: Prometheus's query API evaluated by vigil-rules' engine.
