@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs the real peers the tests talk to when they
-# are missing (Debian's promtool and prometheus-node-exporter), builds the binaries the
-# cross-process tests start, then runs `cargo test --workspace`.
+# are missing (Debian's prometheus with promtool, prometheus-node-exporter, and the
+# OpenTelemetry Python SDK in tests/.venv), builds the binaries the cross-process tests
+# start, then runs `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,9 @@ as_root() {
 }
 
 missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null ||
+  missing+=(python3-venv)
+{ command -v promtool && [ -x /usr/bin/prometheus ]; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || missing+=(prometheus-node-exporter)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
@@ -35,6 +38,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root pkill -x prometheus 2>/dev/null || true
   as_root pkill -x prometheus-node-exporter 2>/dev/null || true
 fi
+
+# The OpenTelemetry Python SDK, a foreign OTLP sender for collector_otel_sdk.rs, in a
+# venv of its own (pinned in tests/python/requirements.txt). Made once; delete
+# tests/.venv to rebuild it. Under this script a missing venv fails that test instead of
+# skipping it.
+venv=tests/.venv
+if [ ! -x "$venv/bin/python" ]; then
+  echo "tests/run.sh: creating $venv with the OpenTelemetry SDK"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+export VIGIL_E2E_REQUIRE_VENV=1
 
 cargo build --workspace --bins
 

@@ -61,17 +61,33 @@ pub struct SourceReport {
 /// What one cycle produced: the families to serve, encoded lazily once per format.
 pub struct Snapshot {
     pub families: Vec<MetricFamily>,
+    /// Wall-clock start of the collection, in ms since the epoch: the samples' timestamp
+    /// when shipped, however late the spool sends them.
+    pub collected_at_ms: i64,
     text: OnceLock<Bytes>,
     openmetrics: OnceLock<Bytes>,
 }
 
 impl Snapshot {
+    /// A snapshot collected now.
     pub fn new(families: Vec<MetricFamily>) -> Self {
+        Self::collected_at(families, unix_ms(SystemTime::now()))
+    }
+
+    pub fn collected_at(families: Vec<MetricFamily>, collected_at_ms: i64) -> Self {
         Self {
             families,
+            collected_at_ms,
             text: OnceLock::new(),
             openmetrics: OnceLock::new(),
         }
+    }
+
+    /// This snapshot with `extra` families merged in, keeping its collection time.
+    pub fn extended(self, extra: Vec<MetricFamily>) -> Self {
+        let mut families = self.families;
+        families.extend(extra);
+        Self::collected_at(merge_families(families), self.collected_at_ms)
     }
 
     /// The exposition in `format`, encoded on first use and shared by later scrapes.
@@ -123,6 +139,7 @@ impl Collector {
     /// started.
     pub async fn collect_once(&self) -> Snapshot {
         let cycle_start = Instant::now();
+        let collected_at_ms = unix_ms(SystemTime::now());
         let mut reports: Vec<Option<SourceReport>> = (0..self.slots.len()).map(|_| None).collect();
         let mut queue = VecDeque::with_capacity(self.slots.len());
         for (i, slot) in self.slots.iter().enumerate() {
@@ -232,7 +249,7 @@ impl Collector {
         }
         let cycles = self.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         families.extend(self.health_families(&reports, cycles, cycle_start.elapsed()));
-        Snapshot::new(merge_families(families))
+        Snapshot::collected_at(merge_families(families), collected_at_ms)
     }
 
     /// Starts a blocking worker that runs queued sources until the queue is empty or it
@@ -340,6 +357,11 @@ pub fn merge_families(mut families: Vec<MetricFamily>) -> Vec<MetricFamily> {
         }
     }
     merged
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn unix_secs(t: SystemTime) -> f64 {

@@ -26,8 +26,8 @@ pub struct AgentConfig {
     pub interval_secs: f64,
     /// Seconds one source may take before it is reported as failed for that cycle.
     pub source_timeout_secs: f64,
-    /// Where the agent keeps its state (the simulated NVML library's copy, later the
-    /// spool and checkpoints).
+    /// Where the agent keeps its state (the simulated NVML library's copy, the shipping
+    /// spool under `spool/`, later checkpoints).
     pub state_dir: PathBuf,
     /// Where /proc, /sys and the root file system are mounted.
     pub paths: HostPaths,
@@ -35,6 +35,7 @@ pub struct AgentConfig {
     pub diskstats: DiskstatsConfig,
     pub netdev: NetdevConfig,
     pub gpu: GpuConfig,
+    pub shipper: ShipperConfig,
 }
 
 impl Default for AgentConfig {
@@ -50,6 +51,7 @@ impl Default for AgentConfig {
             diskstats: DiskstatsConfig::default(),
             netdev: NetdevConfig::default(),
             gpu: GpuConfig::default(),
+            shipper: ShipperConfig::default(),
         }
     }
 }
@@ -121,6 +123,102 @@ impl Default for GpuConfig {
             simulate_gpus: 0,
             simulate_faults: PathBuf::new(),
         }
+    }
+}
+
+/// Shipping to vigil-collector. Off (exporter only) while `collector` is empty.
+///
+/// Every snapshot is appended to a spool under `<state_dir>/spool/` first and deleted only
+/// once the collector has acknowledged it. Policy at `spool_max_bytes`: metrics records
+/// are dropped oldest-first before any log record is (a new metrics record that would fit
+/// only by dropping a log is itself dropped); logs go oldest-first only when no metrics
+/// are left. Drops are counted in `vigil_agent_spool_dropped_records_total{kind}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShipperConfig {
+    /// OTLP/gRPC endpoint of the collector (`http://host:4317`, or `https://` for TLS);
+    /// empty: do not ship.
+    pub collector: String,
+    /// File holding the bearer token sent to the collector; empty: no token.
+    pub token_file: PathBuf,
+    /// PEM file of the CA that signed the collector's certificate (a self-signed
+    /// collector); empty: the Mozilla roots that ship with the agent.
+    pub ca_file: PathBuf,
+    /// Cap on the spool's queued bytes, metrics and logs together.
+    pub spool_max_bytes: u64,
+    /// Most payload bytes in one request when draining a backlog.
+    pub batch_max_bytes: u64,
+    /// Sending rate limit, so that a fleet reconnecting after an outage drains its
+    /// backlogs without flattening the collector; live snapshots are far below it.
+    pub drain_max_bytes_per_sec: u64,
+    /// Seconds one request may take before it counts as failed and is retried.
+    pub request_timeout_secs: f64,
+    /// Longest wait between retries; waits grow exponentially with jitter up to this.
+    pub retry_max_secs: f64,
+}
+
+impl Default for ShipperConfig {
+    fn default() -> Self {
+        Self {
+            collector: String::new(),
+            token_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
+            spool_max_bytes: 1 << 30,
+            batch_max_bytes: 1 << 20,
+            drain_max_bytes_per_sec: 256 << 10,
+            request_timeout_secs: 10.0,
+            retry_max_secs: 30.0,
+        }
+    }
+}
+
+impl ShipperConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        let scheme_ok =
+            self.collector.starts_with("http://") || self.collector.starts_with("https://");
+        if !self.collector.is_empty() && !scheme_ok {
+            return invalid(
+                "shipper.collector",
+                format!(
+                    "must start with http:// or https://, got {:?}",
+                    self.collector
+                ),
+            );
+        }
+        if self.spool_max_bytes < 1 << 20 {
+            return invalid(
+                "shipper.spool_max_bytes",
+                format!("must be at least 1048576, got {}", self.spool_max_bytes),
+            );
+        }
+        if self.batch_max_bytes == 0 || self.batch_max_bytes > 64 << 20 {
+            return invalid(
+                "shipper.batch_max_bytes",
+                format!(
+                    "must be between 1 and 67108864, got {}",
+                    self.batch_max_bytes
+                ),
+            );
+        }
+        if self.drain_max_bytes_per_sec == 0 {
+            return invalid(
+                "shipper.drain_max_bytes_per_sec",
+                "must be positive".to_owned(),
+            );
+        }
+        for (field, secs) in [
+            ("shipper.request_timeout_secs", self.request_timeout_secs),
+            ("shipper.retry_max_secs", self.retry_max_secs),
+        ] {
+            if !(secs > 0.0 && secs.is_finite()) {
+                return invalid(
+                    field,
+                    format!("must be a positive number of seconds, got {secs}"),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -207,7 +305,7 @@ impl AgentConfig {
                 message: e.to_string(),
             })?;
         }
-        Ok(())
+        self.shipper.validate()
     }
 
     /// The node name to report: the configured one, else the host name.
@@ -264,6 +362,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("netdev.device_exclude:")
+        );
+        let mut c = AgentConfig::default();
+        c.shipper.collector = "collector:4317".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("shipper.collector:")
         );
     }
 }

@@ -8,6 +8,8 @@
 //!   the results into a [`collect::Snapshot`], with node_exporter's scrape-health families.
 //! - [`http`]: the Prometheus endpoint; a scrape encodes the latest snapshot (classic
 //!   text or OpenMetrics by `Accept`, gzip when asked) and never triggers a collection.
+//! - [`ship`]: the durable spool and the OTLP/gRPC shipper that drains it to the
+//!   collector, when `[shipper] collector` is set.
 //! - [`run`]: wires them together until the shutdown future resolves.
 
 pub mod collect;
@@ -34,6 +36,8 @@ pub enum AgentError {
     Serve(#[source] std::io::Error),
     #[error("gpu: {0}")]
     Gpu(String),
+    #[error("shipping: {0}")]
+    Ship(#[from] ship::ShipError),
 }
 
 /// Logs to stderr at `info`, or as `RUST_LOG` says; for the binaries that run the agent
@@ -49,7 +53,8 @@ pub fn init_logging() {
 }
 
 /// Runs the agent on `listener` until `shutdown` resolves: a collection every
-/// `interval_secs`, the endpoint serving the latest one.
+/// `interval_secs`, the endpoint serving the latest one and, with a collector
+/// configured, the shipper spooling and sending each one.
 pub async fn run(
     config: AgentConfig,
     listener: TcpListener,
@@ -65,12 +70,16 @@ pub async fn run(
         sources,
         Duration::from_secs_f64(config.source_timeout_secs),
     ));
-    let first = collector.collect_once().await;
-    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(first));
+    let shipper = ship::Shipper::start(&config, &node_name)
+        .await?
+        .map(Arc::new);
+    let first = collect(&collector, shipper.as_deref()).await;
+    let (snapshot_tx, snapshot_rx) = watch::channel(first);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let interval = Duration::from_secs_f64(config.interval_secs);
     let loop_collector = Arc::clone(&collector);
+    let loop_shipper = shipper.clone();
     let collect_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -78,8 +87,8 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let snapshot = loop_collector.collect_once().await;
-                    snapshot_tx.send_replace(Arc::new(snapshot));
+                    let snapshot = collect(&loop_collector, loop_shipper.as_deref()).await;
+                    snapshot_tx.send_replace(snapshot);
                 }
                 _ = stop_rx.changed() => break,
             }
@@ -91,5 +100,22 @@ pub async fn run(
     let served = http::serve(listener, snapshot_rx, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = collect_task.await;
+    if let Some(shipper) = shipper.and_then(Arc::into_inner) {
+        shipper.shutdown().await;
+    }
     served.map_err(AgentError::Serve)
+}
+
+/// One collection, with the shipper's families added and handed to it.
+async fn collect(
+    collector: &collect::Collector,
+    shipper: Option<&ship::Shipper>,
+) -> Arc<collect::Snapshot> {
+    let snapshot = collector.collect_once().await;
+    let Some(shipper) = shipper else {
+        return Arc::new(snapshot);
+    };
+    let snapshot = Arc::new(snapshot.extended(shipper.families()));
+    shipper.offer(Arc::clone(&snapshot));
+    snapshot
 }

@@ -26,6 +26,13 @@ struct Flags {
     /// Directory for the agent's state.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Ship to this collector over OTLP/gRPC (http://host:4317, https:// for TLS);
+    /// absent: exporter only.
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    /// File holding the bearer token for the collector.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
     /// Seconds between collections [default: 5].
     #[arg(long, value_name = "SECS")]
     interval: Option<f64>,
@@ -69,6 +76,12 @@ impl Flags {
         }
         if let Some(v) = self.state_dir {
             config.state_dir = v;
+        }
+        if let Some(v) = self.collector {
+            config.shipper.collector = v;
+        }
+        if let Some(v) = self.token_file {
+            config.shipper.token_file = v;
         }
         if let Some(v) = self.interval {
             config.interval_secs = v;

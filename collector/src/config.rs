@@ -1,1 +1,262 @@
 //! `collector.toml` and its defaults.
+//!
+//! Every key has a default, so the collector starts with no file at all. Unknown keys
+//! are refused with the key's name and line (`deny_unknown_fields`): a misspelt key that
+//! is silently ignored is a setting that silently does not apply.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::StoreOptions;
+
+/// The commented `collector.toml` that `--print-default-config` prints. A test parses it
+/// and checks that it equals [`CollectorConfig::default`], so the two cannot drift.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../collector.toml");
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Where the store keeps its WAL and checkpoints. `/var/lib/vigil-collector`, as the
+    /// agent's state lives in `/var/lib/vigil-agent`: what a packaged daemon expects.
+    pub data_dir: PathBuf,
+    /// HTTP: health, own metrics and the Prometheus query API.
+    pub listen: SocketAddr,
+    /// OTLP over gRPC.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP over HTTP (protobuf and JSON).
+    pub otlp_http: SocketAddr,
+    /// Bearer tokens senders must present; empty accepts unauthenticated senders.
+    pub token_file: PathBuf,
+    pub retention_hours: f64,
+    /// How far behind a series' newest sample a late sample is still inserted.
+    pub out_of_order_window_secs: f64,
+    /// Largest OTLP request body, after decompression.
+    pub max_request_bytes: usize,
+    /// `/metrics` also exposes the latest value of every stored series.
+    pub fleet_metrics: bool,
+    pub query: QueryConfig,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/vigil-collector"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 9436)),
+            otlp_grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
+            otlp_http: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            token_file: PathBuf::new(),
+            retention_hours: 24.0,
+            out_of_order_window_secs: 300.0,
+            max_request_bytes: 16 << 20,
+            fleet_metrics: false,
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+/// Limits of the query API, named after Prometheus's `--query.*` flags.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Longest a query may run; a request's `timeout` parameter may only shorten it.
+    pub timeout_secs: f64,
+    /// Most samples one query may read from the store.
+    pub max_samples: usize,
+    /// How far back an instant selector looks for the latest sample.
+    pub lookback_delta_secs: f64,
+    /// Queries evaluated at once; more wait for a slot.
+    pub max_concurrency: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 120.0,
+            max_samples: 50_000_000,
+            lookback_delta_secs: 300.0,
+            max_concurrency: 20,
+        }
+    }
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl CollectorConfig {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error names the key, line and column.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let mut message = e.message().to_owned();
+            if let Some(span) = e.span() {
+                let line = text[..span.start].matches('\n').count() + 1;
+                let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                message = format!("line {line}, column {column}: {message}");
+            }
+            message
+        })
+    }
+
+    /// Checks what serde cannot: durations that are positive and finite, limits above 0.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |field: &'static str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    field,
+                    message: format!("must be a positive finite number, got {v}"),
+                })
+            }
+        };
+        positive("retention_hours", self.retention_hours)?;
+        positive("query.timeout_secs", self.query.timeout_secs)?;
+        positive("query.lookback_delta_secs", self.query.lookback_delta_secs)?;
+        if !(self.out_of_order_window_secs >= 0.0 && self.out_of_order_window_secs.is_finite()) {
+            return Err(ConfigError::Invalid {
+                field: "out_of_order_window_secs",
+                message: format!(
+                    "must be 0 or a positive finite number, got {}",
+                    self.out_of_order_window_secs
+                ),
+            });
+        }
+        for (field, v) in [
+            ("max_request_bytes", self.max_request_bytes),
+            ("query.max_samples", self.query.max_samples),
+            ("query.max_concurrency", self.query.max_concurrency),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The store's settings: this config's directory, retention and window, the store's
+    /// own defaults for the rest.
+    pub fn store_options(&self) -> StoreOptions {
+        let mut opts = StoreOptions::new(&self.data_dir);
+        opts.retention_ms = secs_to_ms(self.retention_hours * 3600.0);
+        opts.out_of_order_window_ms = secs_to_ms(self.out_of_order_window_secs);
+        opts
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs_f64(self.retention_hours * 3600.0)
+    }
+}
+
+impl QueryConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_secs)
+    }
+
+    pub fn lookback_delta_ms(&self) -> i64 {
+        secs_to_ms(self.lookback_delta_secs)
+    }
+}
+
+/// Seconds (validated finite and non-negative) to whole milliseconds, saturating.
+fn secs_to_ms(secs: f64) -> i64 {
+    // `as` saturates for out-of-range floats.
+    (secs * 1000.0).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_file_matches_the_defaults() {
+        let parsed = CollectorConfig::from_toml(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, CollectorConfig::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(
+            CollectorConfig::from_toml("").unwrap(),
+            CollectorConfig::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = CollectorConfig::from_toml("fleet_metrics = true\n\n[query]\ntimeout = 5\n")
+            .unwrap_err();
+        assert!(err.contains("timeout"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        let err = CollectorConfig::from_toml("listen = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut c = CollectorConfig::default();
+        c.query.timeout_secs = 0.0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("query.timeout_secs:")
+        );
+        let c = CollectorConfig {
+            out_of_order_window_secs: -1.0,
+            ..CollectorConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("out_of_order_window_secs:")
+        );
+    }
+
+    #[test]
+    fn store_options_carry_units_over() {
+        let c = CollectorConfig {
+            retention_hours: 2.0,
+            out_of_order_window_secs: 1.5,
+            ..CollectorConfig::default()
+        };
+        let o = c.store_options();
+        assert_eq!(o.retention_ms, 7_200_000);
+        assert_eq!(o.out_of_order_window_ms, 1_500);
+    }
+}

@@ -3,6 +3,13 @@
 //! # Layout
 //! - [`binary`]: finds a workspace binary that `./tests/run.sh` built.
 //! - [`http_get`]: a minimal HTTP/1.1 client over loopback for scraping endpoints.
+//! - [`collector`]: `vigil-collector` and a shipping `vigil-agent` as child processes
+//!   (free ports, data directory, restart on the same ports), the Prometheus API as a
+//!   client sees it, and [`collector::TestDir`], which prints the processes' logs when a
+//!   test fails.
+//! - [`otlp`]: OTLP requests built by hand and sent over HTTP or gRPC.
+//! - [`bench`]: the collector benchmark's simulated fleet, OTLP load and Prometheus
+//!   side (`src/bin/collector-bench.rs`, `./tests/collector-bench.sh`).
 //! - `src/bin/agent-bench.rs`: the agent beside Debian's prometheus-node-exporter
 //!   (`./tests/agent-bench.sh`).
 
@@ -12,6 +19,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+
+pub mod bench;
+pub mod collector;
+pub mod otlp;
 
 /// The path of a workspace binary in the target directory this crate was built into.
 /// `./tests/run.sh` runs `cargo build --workspace --bins` before the tests, because
@@ -67,15 +78,43 @@ pub fn http_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<Response> {
+    http_request(addr, "GET", path, headers, &[])
+}
+
+/// One HTTP/1.1 request with `Connection: close`; a body gets a `Content-Length`.
+///
+/// A server may answer (413, 401) before it has read the whole body and close the
+/// connection: a failed write is then not an error as long as a response can be read.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() || method != "GET" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
+    stream
+        .write_all(request.as_bytes())
+        .with_context(|| format!("sending {method} {path} to {addr}"))?;
+    let write_error = stream.write_all(body).err();
+    read_response(stream).with_context(|| match &write_error {
+        Some(e) => format!("{method} {path} on {addr} (writing the body failed: {e})"),
+        None => format!("{method} {path} on {addr}"),
+    })
+}
+
+fn read_response(stream: TcpStream) -> anyhow::Result<Response> {
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line)?;
@@ -113,8 +152,12 @@ pub fn http_get(
             }
             body.extend_from_slice(&chunk[..size]);
         }
-    } else {
-        reader.read_to_end(&mut body)?;
+    } else if let Err(e) = reader.read_to_end(&mut body) {
+        // A server that answered before reading the whole request resets the
+        // connection once it closes; the status and headers already arrived.
+        if e.kind() != std::io::ErrorKind::ConnectionReset {
+            return Err(e.into());
+        }
     }
     Ok(Response {
         status,

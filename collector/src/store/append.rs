@@ -123,7 +123,8 @@ impl Store {
                 let series = match index.get(labels).or_else(|| created.get(labels)) {
                     Some(s) => s.clone(),
                     None => {
-                        let s = Arc::new(MemSeries::new(w.next_id, labels.clone()));
+                        let s =
+                            Arc::new(MemSeries::new(w.next_id, labels.interned(&mut w.strings)));
                         w.next_id += 1;
                         created.insert(labels.clone(), s.clone());
                         s
@@ -178,7 +179,7 @@ impl Store {
         for (series, t, v) in &staged {
             let mut data = lock(&series.data);
             let before = size_of_data(&data);
-            match data.apply(*t, *v) {
+            match data.apply(&self.chunk_files, *t, *v) {
                 Applied::Stored => report.accepted += 1,
                 Applied::Duplicate => report.duplicates += 1,
                 Applied::Conflict => {

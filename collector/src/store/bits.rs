@@ -58,6 +58,12 @@ impl BitWriter {
         self.bytes.capacity()
     }
 
+    /// Empties the writer and keeps its buffer.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.free_bits = 0;
+    }
+
     /// Gives up the buffer, trimmed to its length.
     pub(crate) fn into_boxed(self) -> Box<[u8]> {
         self.bytes.into_boxed_slice()

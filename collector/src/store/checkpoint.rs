@@ -126,12 +126,14 @@ impl Store {
                 // Empty series are kept: a sample logged after the rotation may refer
                 // to one, and retention removes it later if it stays empty.
                 let data = lock(&s.data);
+                // Chunk files are only a cache: the checkpoint carries every sample.
+                let spilled = data.spilled_chunks(&self.chunk_files)?;
                 let (chunks, open) = data.parts();
                 record::encode_snapshot(
                     &mut payload,
                     s.id,
                     &s.labels,
-                    chunks,
+                    spilled.iter().chain(chunks),
                     open.count(),
                     open.bytes(),
                 );

@@ -148,6 +148,28 @@ impl ChunkEncoder {
         self.count += 1;
     }
 
+    /// Closes the chunk into an exact-size copy and starts the next chunk in the same
+    /// buffer. The open chunk of a series then allocates once for its life: growing
+    /// a fresh buffer per chunk and trimming it left a trail of small freed blocks
+    /// that cost about as much RSS as the chunks themselves.
+    pub(crate) fn close(&mut self) -> Chunk {
+        let chunk = Chunk {
+            min_t: self.min_t,
+            max_t: self.t,
+            count: self.count,
+            data: Box::from(self.bits.bytes()),
+        };
+        self.bits.clear();
+        self.count = 0;
+        self.min_t = 0;
+        self.t = 0;
+        self.delta = 0;
+        self.v_bits = 0;
+        self.leading = u8::MAX;
+        self.trailing = 0;
+        chunk
+    }
+
     /// Closes the chunk; the buffer is trimmed to its length.
     pub(crate) fn finish(self) -> Chunk {
         Chunk {
@@ -334,6 +356,13 @@ mod tests {
     fn round_trip(samples: &[(i64, f64)]) {
         let enc = ChunkEncoder::from_samples(samples);
         let chunk = enc.clone().finish();
+        // Closing keeps the buffer for the next chunk, which must start clean.
+        let mut reused = enc.clone();
+        assert_eq!(reused.close(), chunk);
+        for &(t, v) in samples {
+            reused.append(t, v);
+        }
+        assert_eq!(reused.close(), chunk);
         for decoded in [
             enc.iter().collect::<Vec<_>>(),
             chunk.iter().collect::<Vec<_>>(),

@@ -21,7 +21,8 @@
 //! - `hash`: the fast hasher for the head's maps.
 //! - `append`: the append path and staleness markers.
 //! - `checkpoint`: snapshots of the head that let old WAL segments go.
-//! - `retention`: dropping old chunks and empty series.
+//! - `retention`: dropping old chunks and empty series; moving old chunks to files.
+//! - `spill`: chunk files, where closed chunks older than a few minutes live.
 //! - `query`: select, label names and values, series; the PromQL `Storage` impl.
 
 mod append;
@@ -36,6 +37,7 @@ mod record;
 mod replay;
 mod retention;
 mod series;
+mod spill;
 #[cfg(test)]
 mod testutil;
 mod wal;
@@ -55,6 +57,16 @@ pub use wal::WalError;
 
 use postings::Index;
 use series::{MemSeries, SeriesData};
+use spill::{ChunkFiles, FileWriter};
+
+type StringPool = std::collections::HashSet<Arc<str>>;
+
+/// Default for [`StoreOptions::head_in_memory_ms`].
+pub const DEFAULT_HEAD_IN_MEMORY_MS: i64 = 5 * 60_000;
+
+/// A live spill pass moves a series' chunks once this many are due: one run per
+/// two chunks halves the per-run bookkeeping against spilling each chunk alone.
+const SPILL_MIN_CHUNKS: usize = 2;
 
 /// Settings of a store; every field has a default through [`StoreOptions::new`].
 #[derive(Debug, Clone)]
@@ -75,6 +87,15 @@ pub struct StoreOptions {
     /// hold more than this many bytes and more than the last checkpoint's size, which
     /// keeps the rewrite cost proportional to what was appended.
     pub checkpoint_min_wal_bytes: u64,
+    /// Closed chunks whose newest sample is older than this, relative to their
+    /// series' newest sample, move out of the heap into chunk files under
+    /// `chunks/` (during [`Store::apply_retention`] and on open) and are read back
+    /// with `pread` when a query needs them; the open chunk always stays. A few
+    /// minutes of history cost about as much heap as all of a series' labels and
+    /// index entries, while reading them back is one `pread` per series from the page
+    /// cache, small beside decoding the samples; see `SPILL_MIN_CHUNKS`.
+    /// `i64::MAX` keeps everything in memory.
+    pub head_in_memory_ms: i64,
 }
 
 impl StoreOptions {
@@ -85,6 +106,7 @@ impl StoreOptions {
             out_of_order_window_ms: 5 * 60_000,
             wal_segment_bytes: 64 << 20,
             checkpoint_min_wal_bytes: 128 << 20,
+            head_in_memory_ms: DEFAULT_HEAD_IN_MEMORY_MS,
         }
     }
 }
@@ -125,13 +147,19 @@ pub struct StoreStats {
     pub wal_bytes: u64,
     /// Bytes of the newest checkpoint on disk.
     pub checkpoint_bytes: u64,
-    /// Compressed sample bytes in the head (closed and open chunks).
+    /// Compressed sample bytes held in memory (closed and open chunks).
     pub chunk_bytes: u64,
     /// Series created and removed since open.
     pub series_created: u64,
     pub series_removed: u64,
     /// Samples dropped by retention since open.
     pub retention_dropped_samples: u64,
+    /// Compressed sample bytes of the chunks moved out of memory into chunk files
+    /// (included in `head_samples`, not in `chunk_bytes`).
+    pub spilled_chunk_bytes: u64,
+    /// Bytes of chunk files on disk, including chunks since replaced or dropped
+    /// whose file is not yet wholly past retention.
+    pub chunk_file_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +171,7 @@ struct Counters {
     too_old: AtomicU64,
     head_samples: AtomicI64,
     chunk_bytes: AtomicI64,
+    spilled_bytes: AtomicI64,
     series_created: AtomicU64,
     series_removed: AtomicU64,
     retention_dropped: AtomicU64,
@@ -151,16 +180,40 @@ struct Counters {
 
 impl Counters {
     /// Applies the size change of one series' data.
-    fn track(&self, before: (usize, usize), after: (usize, usize)) {
+    fn track(&self, before: DataSize, after: DataSize) {
+        let delta = |a: usize, b: usize| a as i64 - b as i64;
         self.chunk_bytes
-            .fetch_add(after.0 as i64 - before.0 as i64, Ordering::Relaxed);
+            .fetch_add(delta(after.0, before.0), Ordering::Relaxed);
         self.head_samples
-            .fetch_add(after.1 as i64 - before.1 as i64, Ordering::Relaxed);
+            .fetch_add(delta(after.1, before.1), Ordering::Relaxed);
+        self.spilled_bytes
+            .fetch_add(delta(after.2, before.2), Ordering::Relaxed);
     }
 }
 
-fn size_of_data(d: &SeriesData) -> (usize, usize) {
-    (d.encoded_bytes(), d.sample_count())
+/// In-memory compressed bytes, samples, spilled bytes of one series.
+type DataSize = (usize, usize, usize);
+
+fn size_of_data(d: &SeriesData) -> DataSize {
+    (d.encoded_bytes(), d.sample_count(), d.spilled_bytes())
+}
+
+/// Spills one series' chunks older than `window_ms` before its newest sample.
+fn spill_series(
+    files: &ChunkFiles,
+    w: &mut FileWriter,
+    data: &mut SeriesData,
+    window_ms: i64,
+    min_chunks: usize,
+    counters: &Counters,
+) -> Result<(), WalError> {
+    let Some((newest, _)) = data.last() else {
+        return Ok(());
+    };
+    let before = size_of_data(data);
+    let spilled = data.spill(files, w, newest.saturating_sub(window_ms), min_chunks);
+    counters.track(before, size_of_data(data));
+    spilled.map(|_| ())
 }
 
 /// State only the single writer touches.
@@ -168,6 +221,10 @@ fn size_of_data(d: &SeriesData) -> (usize, usize) {
 struct Writer {
     wal: wal::Wal,
     next_id: SeriesId,
+    /// One copy of every label name and value the head holds: series of one node or
+    /// one metric share most strings, and a label set's own copies would cost more
+    /// than an hour of its samples.
+    strings: StringPool,
     /// Reused buffers for framing a batch.
     frames: Vec<u8>,
     payload: Vec<u8>,
@@ -187,6 +244,7 @@ pub struct Store {
     min_valid_t: AtomicI64,
     checkpoint_lock: Mutex<()>,
     counters: Counters,
+    chunk_files: ChunkFiles,
 }
 
 impl Store {
@@ -196,27 +254,50 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store, StoreError> {
         let wal_dir = opts.data_dir.join("wal");
         fs::create_dir_all(&wal_dir).map_err(wal::io_err("create", &wal_dir))?;
+        let chunk_files = ChunkFiles::open(opts.data_dir.join("chunks"))?;
+        let window_ms = opts.head_in_memory_ms;
         let mut index = Index::default();
+        let mut strings = StringPool::default();
         let counters = Counters::default();
         let mut max_id: Option<SeriesId> = None;
 
         let checkpoint = checkpoint::latest(&wal_dir)?;
         let first_segment = match &checkpoint {
             Some((seg, path)) => {
-                let bytes = checkpoint::load(path, |id, labels, data| {
+                let mut w = chunk_files.writer();
+                let mut spill_error = None;
+                let bytes = checkpoint::load(path, |id, labels, mut data| {
                     max_id = max_id.max(Some(id));
-                    counters.track((0, 0), size_of_data(&data));
-                    let s = MemSeries::new(id, labels);
+                    counters.track((0, 0, 0), size_of_data(&data));
+                    // Spill as it loads, so opening needs no more memory than running.
+                    if spill_error.is_none()
+                        && let Err(e) =
+                            spill_series(&chunk_files, &mut w, &mut data, window_ms, 1, &counters)
+                    {
+                        spill_error = Some(e);
+                    }
+                    let s = MemSeries::new(id, labels.interned(&mut strings));
                     *lock(&s.data) = data;
                     index.insert(Arc::new(s));
                 })?;
+                drop(w);
+                if let Some(e) = spill_error {
+                    tracing::warn!(error = %e, "store: chunks stay in memory");
+                }
                 counters.checkpoint_bytes.store(bytes, Ordering::Relaxed);
                 *seg
             }
             None => 1,
         };
 
-        let mut replayer = replay::Replayer::new(&mut index, &counters, max_id);
+        let mut replayer = replay::Replayer::new(
+            &mut index,
+            &mut strings,
+            &counters,
+            &chunk_files,
+            window_ms,
+            max_id,
+        );
         let last_segment = wal::replay(&wal_dir, first_segment, |seg, payload| {
             replayer.record(seg, payload)
         })?;
@@ -246,6 +327,7 @@ impl Store {
             writer: Mutex::new(Writer {
                 wal,
                 next_id: max_id.map_or(1, |m| m + 1),
+                strings,
                 frames: Vec::new(),
                 payload: Vec::new(),
             }),
@@ -254,6 +336,7 @@ impl Store {
             min_valid_t: AtomicI64::new(i64::MIN),
             checkpoint_lock: Mutex::new(()),
             counters,
+            chunk_files,
             opts,
         })
     }
@@ -295,14 +378,17 @@ impl Store {
             wal_bytes,
             checkpoint_bytes: get(&c.checkpoint_bytes),
             chunk_bytes: c.chunk_bytes.load(Ordering::Relaxed).max(0) as u64,
+            spilled_chunk_bytes: c.spilled_bytes.load(Ordering::Relaxed).max(0) as u64,
+            chunk_file_bytes: self.chunk_files.disk_bytes(),
             series_created: get(&c.series_created),
             series_removed: get(&c.series_removed),
             retention_dropped_samples: get(&c.retention_dropped),
         }
     }
 
-    /// Heap bytes of chunk data and bookkeeping, summed over series (walks every
-    /// series; for benchmarks and diagnostics, not per scrape).
+    /// Heap bytes of chunk data and bookkeeping (in-memory chunks, the open chunk,
+    /// references to spilled runs), summed over series (walks every series; for
+    /// benchmarks and diagnostics, not per scrape).
     pub fn chunk_memory_bytes(&self) -> usize {
         let series: Vec<Arc<MemSeries>> = read(&self.index).series().cloned().collect();
         series.iter().map(|s| lock(&s.data).mem_bytes()).sum()
@@ -310,6 +396,28 @@ impl Store {
 
     fn wal_dir(&self) -> &Path {
         &self.wal_dir
+    }
+
+    /// Moves chunks older than the in-memory window of every series to chunk files.
+    /// A write error (disk full) leaves the rest in memory and is logged: spilling
+    /// saves memory, it is not needed for correctness.
+    fn spill_pass(&self, min_chunks: usize) {
+        let series: Vec<Arc<MemSeries>> = read(&self.index).series().cloned().collect();
+        let mut w = self.chunk_files.writer();
+        for s in &series {
+            let mut data = lock(&s.data);
+            if let Err(e) = spill_series(
+                &self.chunk_files,
+                &mut w,
+                &mut data,
+                self.opts.head_in_memory_ms,
+                min_chunks,
+                &self.counters,
+            ) {
+                tracing::warn!(error = %e, "store: spilling chunks failed; they stay in memory");
+                return;
+            }
+        }
     }
 }
 

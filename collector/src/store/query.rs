@@ -66,7 +66,9 @@ impl Store {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             let mut samples = Vec::new();
-            lock(&s.data).read_range(start_ms, end_ms, &mut samples);
+            lock(&s.data)
+                .read_range(&self.chunk_files, start_ms, end_ms, &mut samples)
+                .map_err(|e| StorageError(e.to_string()))?;
             if !samples.is_empty() {
                 out.push(Series {
                     labels: s.labels.clone(),
@@ -84,7 +86,7 @@ impl Store {
         let mut out: Vec<Labels> = self
             .resolve(selectors)
             .into_iter()
-            .filter(|s| in_range(s, range))
+            .filter(|s| self.in_range(s, range))
             .map(|s| s.labels.clone())
             .collect();
         out.sort_unstable();
@@ -104,7 +106,7 @@ impl Store {
         for s in self
             .resolve(selectors)
             .into_iter()
-            .filter(|s| in_range(s, range))
+            .filter(|s| self.in_range(s, range))
         {
             for (n, _) in s.labels.iter() {
                 if !names.contains(n) {
@@ -132,7 +134,7 @@ impl Store {
         for s in self
             .resolve(selectors)
             .into_iter()
-            .filter(|s| in_range(s, range))
+            .filter(|s| self.in_range(s, range))
         {
             if let Some(v) = s.labels.get(name)
                 && !values.contains(v)
@@ -167,12 +169,20 @@ impl Store {
     }
 }
 
-fn in_range(s: &MemSeries, range: TimeRange) -> bool {
-    let data = lock(&s.data);
-    if range.is_all() {
-        return !data.is_empty();
+impl Store {
+    /// True when the series has a sample in `range`. A chunk file that cannot be
+    /// read counts as a sample there: metadata answers err towards listing a series.
+    fn in_range(&self, s: &MemSeries, range: TimeRange) -> bool {
+        let data = lock(&s.data);
+        if range.is_all() {
+            return !data.is_empty();
+        }
+        data.has_samples_in(&self.chunk_files, range.start_ms, range.end_ms)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "store: reading spilled chunks");
+                true
+            })
     }
-    data.has_samples_in(range.start_ms, range.end_ms)
 }
 
 /// The PromQL engine reads through this.
@@ -194,14 +204,15 @@ impl Storage for Store {
         lookback_ms: i64,
     ) -> Result<Vec<(Labels, i64, f64)>, StorageError> {
         let after_ms = t_ms.saturating_sub(lookback_ms);
-        let mut out: Vec<(Labels, i64, f64)> = self
-            .resolve(std::slice::from_ref(matchers))
-            .into_iter()
-            .filter_map(|s| {
-                let (t, v) = lock(&s.data).latest_at(t_ms, after_ms)?;
-                Some((s.labels.clone(), t, v))
-            })
-            .collect();
+        let mut out: Vec<(Labels, i64, f64)> = Vec::new();
+        for s in self.resolve(std::slice::from_ref(matchers)) {
+            let latest = lock(&s.data)
+                .latest_at(&self.chunk_files, t_ms, after_ms)
+                .map_err(|e| StorageError(e.to_string()))?;
+            if let Some((t, v)) = latest {
+                out.push((s.labels.clone(), t, v));
+            }
+        }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }

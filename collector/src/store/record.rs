@@ -61,24 +61,18 @@ pub(crate) fn encode_samples(
     }
 }
 
-pub(crate) fn encode_snapshot(
+pub(crate) fn encode_snapshot<'a>(
     out: &mut Vec<u8>,
     id: SeriesId,
-    labels: &Labels,
-    chunks: &[Chunk],
+    labels: &'a Labels,
+    chunks: impl Iterator<Item = &'a Chunk> + Clone,
     open_count: u16,
     open_bytes: &[u8],
 ) {
     out.push(TYPE_SNAPSHOT);
     put_uvarint(out, id);
     put_labels(out, labels);
-    put_uvarint(out, chunks.len() as u64);
-    for c in chunks {
-        put_varint(out, c.min_t);
-        put_varint(out, c.max_t);
-        put_uvarint(out, u64::from(c.count));
-        put_bytes(out, &c.data);
-    }
+    encode_chunks(out, chunks);
     put_uvarint(out, u64::from(open_count));
     put_bytes(out, open_bytes);
 }
@@ -115,21 +109,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, MalformedRecord> {
         TYPE_SNAPSHOT => {
             let id = r.uvarint()?;
             let labels = r.labels()?;
-            let n = r.uvarint()?;
-            let mut chunks = Vec::with_capacity(n.min(1 << 16) as usize);
-            for _ in 0..n {
-                let min_t = r.varint()?;
-                let max_t = r.varint()?;
-                let count =
-                    u16::try_from(r.uvarint()?).map_err(|_| MalformedRecord("chunk count"))?;
-                let data: Box<[u8]> = r.bytes()?.into();
-                chunks.push(Chunk {
-                    min_t,
-                    max_t,
-                    count,
-                    data,
-                });
-            }
+            let chunks = r.chunks()?;
             let open_count =
                 u16::try_from(r.uvarint()?).map_err(|_| MalformedRecord("open count"))?;
             let open_bytes = r.bytes()?;
@@ -147,6 +127,31 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, MalformedRecord> {
         }
         _ => Err(MalformedRecord("unknown record type")),
     }
+}
+
+/// Closed chunks as a count and then each chunk's bounds, count and bytes: the body
+/// of a snapshot, and of a run of spilled chunks in a chunk file.
+pub(crate) fn encode_chunks<'a>(
+    out: &mut Vec<u8>,
+    chunks: impl Iterator<Item = &'a Chunk> + Clone,
+) {
+    put_uvarint(out, chunks.clone().count() as u64);
+    for c in chunks {
+        put_varint(out, c.min_t);
+        put_varint(out, c.max_t);
+        put_uvarint(out, u64::from(c.count));
+        put_bytes(out, &c.data);
+    }
+}
+
+/// Reads what [`encode_chunks`] wrote; the whole buffer must be consumed.
+pub(crate) fn decode_chunks(buf: &[u8]) -> Result<Vec<Chunk>, MalformedRecord> {
+    let mut r = Reader(buf);
+    let chunks = r.chunks()?;
+    if !r.0.is_empty() {
+        return Err(MalformedRecord("trailing bytes after chunks"));
+    }
+    Ok(chunks)
 }
 
 fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
@@ -219,6 +224,25 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes()?).map_err(|_| MalformedRecord("label is not utf-8"))
     }
 
+    fn chunks(&mut self) -> Result<Vec<Chunk>, MalformedRecord> {
+        let n = self.uvarint()?;
+        let mut chunks = Vec::with_capacity(n.min(1 << 16) as usize);
+        for _ in 0..n {
+            let min_t = self.varint()?;
+            let max_t = self.varint()?;
+            let count =
+                u16::try_from(self.uvarint()?).map_err(|_| MalformedRecord("chunk count"))?;
+            let data: Box<[u8]> = self.bytes()?.into();
+            chunks.push(Chunk {
+                min_t,
+                max_t,
+                count,
+                data,
+            });
+        }
+        Ok(chunks)
+    }
+
     fn labels(&mut self) -> Result<Labels, MalformedRecord> {
         let n = self.uvarint()?;
         let mut pairs = Vec::with_capacity(n.min(256) as usize);
@@ -271,7 +295,7 @@ mod tests {
             &mut buf,
             7,
             &a,
-            std::slice::from_ref(&chunk),
+            std::slice::from_ref(&chunk).iter(),
             open.count(),
             open.bytes(),
         );

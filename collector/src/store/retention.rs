@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use super::checkpoint::CheckpointReport;
 use super::series::MemSeries;
-use super::{Store, StoreError, lock, read, size_of_data, write};
+use super::{SPILL_MIN_CHUNKS, Store, StoreError, lock, read, size_of_data, write};
 
 /// What one retention pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,8 +24,9 @@ pub struct RetentionReport {
 }
 
 impl Store {
-    /// Applies retention as of `now_ms` (milliseconds since the epoch). Run it every
-    /// minute or so, and once after [`Store::open`].
+    /// Applies retention as of `now_ms` (milliseconds since the epoch), and moves
+    /// chunks that left the in-memory window to chunk files. Run it every minute or
+    /// so, and once after [`Store::open`].
     pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, StoreError> {
         let cutoff_ms = now_ms.saturating_sub(self.opts.retention_ms);
         // Raise the floor first so no append lands behind the chunks being dropped.
@@ -51,7 +52,7 @@ impl Store {
         if !emptied.is_empty() {
             // Under the writer lock no append can revive a series between the check
             // and its removal.
-            let _w = lock(&self.writer);
+            let mut w = lock(&self.writer);
             let still_empty: Vec<u64> = emptied
                 .iter()
                 .filter(|s| lock(&s.data).is_empty())
@@ -59,6 +60,10 @@ impl Store {
                 .collect();
             series_removed = still_empty.len();
             write(&self.index).remove(&still_empty);
+            drop(emptied);
+            drop(series);
+            // Strings only the pool still refers to belonged to removed series.
+            w.strings.retain(|s| Arc::strong_count(s) > 1);
         }
         self.counters
             .retention_dropped
@@ -66,6 +71,9 @@ impl Store {
         self.counters
             .series_removed
             .fetch_add(series_removed as u64, Ordering::Relaxed);
+        // Every run ending before the cutoff is gone from its series by now.
+        self.chunk_files.remove_before(cutoff_ms)?;
+        self.spill_pass(SPILL_MIN_CHUNKS);
 
         let checkpoint = if self.checkpoint_due() {
             Some(self.checkpoint()?)

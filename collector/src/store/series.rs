@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use vigil_rules::promql::Labels;
 
 use super::chunk::{Chunk, ChunkEncoder, SAMPLES_PER_CHUNK};
+use super::spill::{ChunkFiles, FileWriter, MAX_RUN_CHUNKS, Run};
+use super::wal::WalError;
 
 /// Stable identity of a series for the life of the data directory; the WAL refers to
 /// series by it. Never reused, so old WAL records cannot attach to a newer series.
@@ -55,18 +57,90 @@ pub(crate) enum Applied {
     Conflict,
 }
 
-/// Chunks of one series, oldest first, never overlapping in time.
+/// Chunks of one series, oldest first, never overlapping in time: runs spilled to
+/// chunk files, then closed chunks in memory, then the open chunk.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesData {
+    runs: Vec<Run>,
     chunks: Vec<Chunk>,
     head: ChunkEncoder,
+    /// Compressed bytes of the closed chunks in memory.
     closed_bytes: usize,
+    /// Samples in runs and closed chunks.
     closed_samples: usize,
 }
 
 impl SeriesData {
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.head.is_empty()
+        self.runs.is_empty() && self.chunks.is_empty() && self.head.is_empty()
+    }
+
+    /// Bytes of this series' runs in chunk files.
+    pub(crate) fn spilled_bytes(&self) -> usize {
+        self.runs.iter().map(Run::bytes).sum()
+    }
+
+    /// Newest timestamp of the closed chunks, spilled or not.
+    fn closed_max_t(&self) -> Option<i64> {
+        self.chunks
+            .last()
+            .map(|c| c.max_t)
+            .or_else(|| self.runs.last().map(Run::max_t))
+    }
+
+    /// Moves the closed chunks that end before `before_ms` to a chunk file, once at
+    /// least `min_chunks` of them have gathered (fewer, larger runs cost less memory
+    /// and fewer reads). Returns the bytes spilled. On a write error the chunks stay
+    /// in memory.
+    pub(crate) fn spill(
+        &mut self,
+        files: &ChunkFiles,
+        w: &mut FileWriter,
+        before_ms: i64,
+        min_chunks: usize,
+    ) -> Result<usize, WalError> {
+        let eligible = self.chunks.partition_point(|c| c.max_t < before_ms);
+        if eligible == 0 || eligible < min_chunks {
+            return Ok(0);
+        }
+        let mut spilled = 0;
+        let mut done = 0;
+        while done < eligible {
+            let end = (done + MAX_RUN_CHUNKS).min(eligible);
+            let Some(run) = files.write_run(w, &self.chunks[done..end])? else {
+                break;
+            };
+            self.runs.push(run);
+            spilled += self.chunks[done..end]
+                .iter()
+                .map(|c| c.data.len())
+                .sum::<usize>();
+            done = end;
+        }
+        self.chunks.drain(..done);
+        self.closed_bytes -= spilled;
+        self.chunks.shrink_to_fit();
+        self.runs.shrink_to_fit();
+        Ok(spilled)
+    }
+
+    /// Brings every run from the one `t` falls in onwards back into memory, so an
+    /// out-of-order sample older than the in-memory window can be merged. Rare: the
+    /// window is normally wider than the out-of-order window.
+    fn unspill_from(&mut self, files: &ChunkFiles, t: i64) -> Result<(), WalError> {
+        let from = self
+            .runs
+            .partition_point(|r| r.min_t <= t)
+            .saturating_sub(1);
+        let mut back = Vec::new();
+        for r in &self.runs[from..] {
+            back.extend(files.read_run(r)?);
+        }
+        self.closed_bytes += back.iter().map(|c| c.data.len()).sum::<usize>();
+        self.runs.truncate(from);
+        back.append(&mut self.chunks);
+        self.chunks = back;
+        Ok(())
     }
 
     /// Newest timestamp and value bits.
@@ -74,20 +148,23 @@ impl SeriesData {
         if !self.head.is_empty() {
             return Some((self.head.max_t(), self.head.last_bits()));
         }
+        // Runs only ever hold chunks older than an in-memory one (see `spill`).
         let c = self.chunks.last()?;
         c.iter().last().map(|(t, v)| (t, v.to_bits()))
     }
 
     #[cfg(test)]
     pub(crate) fn min_t(&self) -> Option<i64> {
-        match self.chunks.first() {
-            Some(c) => Some(c.min_t),
-            None if !self.head.is_empty() => Some(self.head.min_t()),
-            None => None,
+        match (self.runs.first(), self.chunks.first()) {
+            (Some(r), _) => Some(r.min_t),
+            (None, Some(c)) => Some(c.min_t),
+            (None, None) if !self.head.is_empty() => Some(self.head.min_t()),
+            (None, None) => None,
         }
     }
 
-    /// Compressed bytes held (closed chunks plus the open chunk's bit stream).
+    /// Compressed bytes held in memory (closed chunks plus the open chunk's bit
+    /// stream).
     pub(crate) fn encoded_bytes(&self) -> usize {
         self.closed_bytes + self.head.bytes().len()
     }
@@ -119,9 +196,9 @@ impl SeriesData {
 
     /// Stores a sample wherever it belongs. Deterministic in the series' contents, so
     /// WAL replay rebuilds exactly what the live head held.
-    pub(crate) fn apply(&mut self, t: i64, v: f64) -> Applied {
+    pub(crate) fn apply(&mut self, files: &ChunkFiles, t: i64, v: f64) -> Applied {
         match self.last() {
-            Some((max_t, _)) if t <= max_t => self.insert(t, v),
+            Some((max_t, _)) if t <= max_t => self.insert(files, t, v),
             _ => {
                 self.push(t, v);
                 Applied::Stored
@@ -131,7 +208,7 @@ impl SeriesData {
 
     fn push(&mut self, t: i64, v: f64) {
         if self.head.is_full() {
-            let closed = std::mem::take(&mut self.head).finish();
+            let closed = self.head.close();
             self.closed_bytes += closed.data.len();
             self.closed_samples += usize::from(closed.count);
             self.chunks.push(closed);
@@ -140,9 +217,19 @@ impl SeriesData {
     }
 
     /// The out-of-order path: decode the chunk `t` falls in, merge, re-encode.
-    fn insert(&mut self, t: i64, v: f64) -> Applied {
+    fn insert(&mut self, files: &ChunkFiles, t: i64, v: f64) -> Applied {
         // Everything after the last closed chunk belongs to the head.
-        let in_head = !self.head.is_empty() && self.chunks.last().is_none_or(|c| t > c.max_t);
+        let in_head = !self.head.is_empty() && self.closed_max_t().is_none_or(|max_t| t > max_t);
+        if !in_head
+            && !self.runs.is_empty()
+            && self.chunks.first().is_none_or(|c| t < c.min_t)
+            && let Err(e) = self.unspill_from(files, t)
+        {
+            // The sample is in the WAL and comes back on the next open; until then
+            // the head cannot hold it without its neighbours.
+            tracing::error!(error = %e, t, "store: cannot read back spilled chunks for an out-of-order sample");
+            return Applied::Stored;
+        }
         let mut samples: Vec<(i64, f64)> = if in_head {
             self.head.iter().collect()
         } else {
@@ -209,7 +296,27 @@ impl SeriesData {
     }
 
     /// Appends the samples in `[start_ms, end_ms]` to `out`, ascending.
-    pub(crate) fn read_range(&self, start_ms: i64, end_ms: i64, out: &mut Vec<(i64, f64)>) {
+    pub(crate) fn read_range(
+        &self,
+        files: &ChunkFiles,
+        start_ms: i64,
+        end_ms: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), WalError> {
+        let first_run = self.runs.partition_point(|r| r.max_t() < start_ms);
+        for r in &self.runs[first_run..] {
+            if r.min_t > end_ms {
+                return Ok(());
+            }
+            for c in files.read_run(r)? {
+                extend_from_chunk(&c, start_ms, end_ms, out);
+            }
+        }
+        self.read_memory_range(start_ms, end_ms, out);
+        Ok(())
+    }
+
+    fn read_memory_range(&self, start_ms: i64, end_ms: i64, out: &mut Vec<(i64, f64)>) {
         let first = self.chunks.partition_point(|c| c.max_t < start_ms);
         let upper: usize = self.chunks[first..]
             .iter()
@@ -222,11 +329,7 @@ impl SeriesData {
             if c.min_t > end_ms {
                 return;
             }
-            if c.min_t >= start_ms && c.max_t <= end_ms {
-                out.extend(c.iter());
-            } else {
-                out.extend(c.iter().filter(|&(t, _)| t >= start_ms && t <= end_ms));
-            }
+            extend_from_chunk(c, start_ms, end_ms, out);
         }
         if !self.head.is_empty() && self.head.min_t() <= end_ms && self.head.max_t() >= start_ms {
             out.extend(
@@ -239,20 +342,64 @@ impl SeriesData {
 
     /// The newest sample at or before `t_ms` if it is newer than `after_ms`: what an
     /// instant selector needs, found by decoding one chunk instead of the window.
-    pub(crate) fn latest_at(&self, t_ms: i64, after_ms: i64) -> Option<(i64, f64)> {
+    pub(crate) fn latest_at(
+        &self,
+        files: &ChunkFiles,
+        t_ms: i64,
+        after_ms: i64,
+    ) -> Result<Option<(i64, f64)>, WalError> {
+        let before = |c: &Chunk| c.iter().take_while(|&(t, _)| t <= t_ms).last();
         let newest = if !self.head.is_empty() && self.head.min_t() <= t_ms {
             self.head.iter().take_while(|&(t, _)| t <= t_ms).last()
         } else {
             let i = self.chunks.partition_point(|c| c.min_t <= t_ms);
-            let c = self.chunks.get(i.checked_sub(1)?)?;
-            c.iter().take_while(|&(t, _)| t <= t_ms).last()
+            match i.checked_sub(1) {
+                Some(i) => before(&self.chunks[i]),
+                None => {
+                    let r = self.runs.partition_point(|r| r.min_t <= t_ms);
+                    match r.checked_sub(1) {
+                        Some(r) if self.runs[r].max_t() > after_ms => {
+                            let chunks = files.read_run(&self.runs[r])?;
+                            let i = chunks.partition_point(|c| c.min_t <= t_ms);
+                            i.checked_sub(1).and_then(|i| before(&chunks[i]))
+                        }
+                        _ => None,
+                    }
+                }
+            }
         };
-        newest.filter(|&(t, _)| t > after_ms)
+        Ok(newest.filter(|&(t, _)| t > after_ms))
     }
 
     /// True when at least one sample lies in `[start_ms, end_ms]`; decodes at most the
     /// chunks that straddle an edge of the range.
-    pub(crate) fn has_samples_in(&self, start_ms: i64, end_ms: i64) -> bool {
+    pub(crate) fn has_samples_in(
+        &self,
+        files: &ChunkFiles,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<bool, WalError> {
+        let inside = |min_t: i64, max_t: i64| min_t >= start_ms && max_t <= end_ms;
+        let first_run = self.runs.partition_point(|r| r.max_t() < start_ms);
+        for r in &self.runs[first_run..] {
+            if r.min_t > end_ms {
+                break;
+            }
+            if inside(r.min_t, r.max_t()) {
+                return Ok(true);
+            }
+            let chunks = files.read_run(r)?;
+            if chunks
+                .iter()
+                .any(|c| c.iter().any(|(t, _)| t >= start_ms && t <= end_ms))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(self.memory_has_samples_in(start_ms, end_ms))
+    }
+
+    fn memory_has_samples_in(&self, start_ms: i64, end_ms: i64) -> bool {
         let overlaps = |min_t: i64, max_t: i64| min_t <= end_ms && max_t >= start_ms;
         let inside = |min_t: i64, max_t: i64| min_t >= start_ms && max_t <= end_ms;
         let first = self.chunks.partition_point(|c| c.max_t < start_ms);
@@ -274,8 +421,19 @@ impl SeriesData {
     /// number of samples dropped. A chunk straddling the cutoff stays whole, as in
     /// Prometheus, so retention is exact to within one chunk.
     pub(crate) fn drop_before(&mut self, cutoff_ms: i64) -> usize {
-        let keep_from = self.chunks.partition_point(|c| c.max_t < cutoff_ms);
         let mut dropped = 0;
+        let keep_runs = self.runs.partition_point(|r| r.max_t() < cutoff_ms);
+        for r in self.runs.drain(..keep_runs) {
+            self.closed_samples -= r.samples();
+            dropped += r.samples();
+        }
+        if keep_runs > 0 {
+            self.runs.shrink_to_fit();
+        }
+        if !self.runs.is_empty() {
+            return dropped;
+        }
+        let keep_from = self.chunks.partition_point(|c| c.max_t < cutoff_ms);
         for c in self.chunks.drain(..keep_from) {
             self.closed_bytes -= c.data.len();
             self.closed_samples -= usize::from(c.count);
@@ -288,7 +446,16 @@ impl SeriesData {
         dropped
     }
 
-    /// Closed chunks and the open chunk, for checkpoints.
+    /// Spilled chunks read back, for checkpoints; then [`SeriesData::parts`].
+    pub(crate) fn spilled_chunks(&self, files: &ChunkFiles) -> Result<Vec<Chunk>, WalError> {
+        let mut out = Vec::new();
+        for r in &self.runs {
+            out.extend(files.read_run(r)?);
+        }
+        Ok(out)
+    }
+
+    /// Closed chunks in memory and the open chunk, for checkpoints.
     pub(crate) fn parts(&self) -> (&[Chunk], &ChunkEncoder) {
         (&self.chunks, &self.head)
     }
@@ -299,6 +466,7 @@ impl SeriesData {
         let closed_bytes = chunks.iter().map(|c| c.data.len()).sum();
         let closed_samples = chunks.iter().map(|c| usize::from(c.count)).sum();
         Self {
+            runs: Vec::new(),
             chunks,
             head: ChunkEncoder::from_samples(open),
             closed_bytes,
@@ -308,7 +476,18 @@ impl SeriesData {
 
     /// Heap bytes this series' samples cost, including chunk bookkeeping.
     pub(crate) fn mem_bytes(&self) -> usize {
-        self.chunks.iter().map(Chunk::mem_bytes).sum::<usize>() + self.head.mem_bytes()
+        self.chunks.iter().map(Chunk::mem_bytes).sum::<usize>()
+            + (self.chunks.capacity() - self.chunks.len()) * std::mem::size_of::<Chunk>()
+            + self.runs.capacity() * std::mem::size_of::<Run>()
+            + self.head.mem_bytes()
+    }
+}
+
+fn extend_from_chunk(c: &Chunk, start_ms: i64, end_ms: i64, out: &mut Vec<(i64, f64)>) {
+    if c.min_t >= start_ms && c.max_t <= end_ms {
+        out.extend(c.iter());
+    } else if c.min_t <= end_ms && c.max_t >= start_ms {
+        out.extend(c.iter().filter(|&(t, _)| t >= start_ms && t <= end_ms));
     }
 }
 
@@ -325,9 +504,15 @@ mod tests {
     use super::*;
     use crate::store::testutil::Rng;
 
-    fn all(d: &SeriesData) -> Vec<(i64, u64)> {
+    fn files() -> (tempfile::TempDir, ChunkFiles) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ChunkFiles::open(dir.path().join("chunks")).unwrap();
+        (dir, files)
+    }
+
+    fn all(d: &SeriesData, f: &ChunkFiles) -> Vec<(i64, u64)> {
         let mut out = Vec::new();
-        d.read_range(i64::MIN, i64::MAX, &mut out);
+        d.read_range(f, i64::MIN, i64::MAX, &mut out).unwrap();
         out.into_iter().map(|(t, v)| (t, v.to_bits())).collect()
     }
 
@@ -349,7 +534,8 @@ mod tests {
     #[test]
     fn random_inserts_match_a_sorted_reference() {
         let mut rng = Rng::new(7);
-        for _ in 0..30 {
+        let (_dir, f) = files();
+        for case in 0..30 {
             let mut d = SeriesData::default();
             let mut reference = std::collections::BTreeMap::new();
             for _ in 0..(rng.below(900) + 1) {
@@ -360,11 +546,17 @@ mod tests {
                     Some(&old) if old == v => Applied::Duplicate,
                     Some(_) => Applied::Conflict,
                 };
-                assert_eq!(d.apply(t, v), want, "t={t}");
+                assert_eq!(d.apply(&f, t, v), want, "t={t}");
                 reference.entry(t).or_insert(v);
+                // Half the cases spill now and then, so inserts land in spilled
+                // chunks too and have to bring them back.
+                if case % 2 == 1 && rng.below(50) == 0 {
+                    let before = rng.below(20_000) as i64;
+                    d.spill(&f, &mut f.writer(), before, 1).unwrap();
+                }
             }
             let want: Vec<(i64, u64)> = reference.iter().map(|(&t, v)| (t, v.to_bits())).collect();
-            assert_eq!(all(&d), want);
+            assert_eq!(all(&d, &f), want);
             assert_eq!(d.sample_count(), want.len());
             let chunk_total: usize = d.chunks.iter().map(|c| c.data.len()).sum();
             assert_eq!(d.closed_bytes, chunk_total);
@@ -376,16 +568,37 @@ mod tests {
 
     #[test]
     fn ranges_and_retention() {
-        let mut d = SeriesData::default();
-        for i in 0..500 {
-            d.apply(i * 1_000, i as f64);
+        let (_dir, f) = files();
+        for spill in [false, true] {
+            let mut d = SeriesData::default();
+            for i in 0..500 {
+                d.apply(&f, i * 1_000, i as f64);
+            }
+            if spill {
+                // The first two chunks go to a file as one run; two and the head stay.
+                assert!(d.spill(&f, &mut f.writer(), 240_000, 1).unwrap() > 0);
+                assert_eq!((d.runs.len(), d.chunks.len()), (1, 2));
+            }
+            ranges_and_retention_on(d, &f);
         }
+    }
+
+    fn ranges_and_retention_on(mut d: SeriesData, f: &ChunkFiles) {
         let mut out = Vec::new();
-        d.read_range(10_500, 12_000, &mut out);
+        d.read_range(f, 10_500, 12_000, &mut out).unwrap();
         assert_eq!(out, vec![(11_000, 11.0), (12_000, 12.0)]);
-        assert!(d.has_samples_in(499_000, 600_000));
-        assert!(!d.has_samples_in(10_100, 10_900));
-        assert!(!d.has_samples_in(500_000, 600_000));
+        let has = |d: &SeriesData, a, b| d.has_samples_in(f, a, b).unwrap();
+        assert!(has(&d, 499_000, 600_000));
+        assert!(!has(&d, 10_100, 10_900));
+        assert!(has(&d, 10_100, 11_000));
+        assert!(!has(&d, 500_000, 600_000));
+        assert_eq!(d.latest_at(f, 10_500, 0).unwrap(), Some((10_000, 10.0)));
+        assert_eq!(
+            d.latest_at(f, 250_000, 249_000).unwrap(),
+            Some((250_000, 250.0))
+        );
+        assert_eq!(d.latest_at(f, 10_500, 10_000).unwrap(), None);
+        assert_eq!(d.sample_count(), 500);
         // Chunks hold 120 samples: [0, 119_000] and [120_000, 239_000] go whole.
         assert_eq!(d.drop_before(239_500), 240);
         assert_eq!(d.min_t(), Some(240_000));

@@ -1,2 +1,34 @@
 //! OTLP conversions: the agent's metric families to OTLP, and OTLP from any sender to
 //! Prometheus series (names normalised as Prometheus's own OTLP receiver does).
+//!
+//! The opentelemetry-proto types other crates need are re-exported here, so that the
+//! agent and the collector name `vigil_proto::otlp::…` and one version of the generated
+//! code.
+
+mod decode;
+mod encode;
+mod normalize;
+
+pub use decode::{
+    Decoded, DecodedResource, DecodedSample, LabelPair, Rejection, STALE_NAN_BITS, decode,
+};
+pub use normalize::{NameType, format_bound, label_name, metric_name};
+
+pub use encode::{
+    AGENT_SERVICE_NAME, ATTR_INTERVAL_SECS, ATTR_NODE, AgentResource, METADATA_PROMETHEUS_TYPE,
+    snapshot_to_resource_metrics,
+};
+
+pub use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    metrics_service_client, metrics_service_server,
+};
+pub use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value,
+};
+pub use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, DataPointFlags, ExponentialHistogram, ExponentialHistogramDataPoint,
+    Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    Sum, Summary, SummaryDataPoint, metric, number_data_point, summary_data_point,
+};
+pub use opentelemetry_proto::tonic::resource::v1::Resource;

@@ -151,7 +151,7 @@ impl Labels {
 
     /// The same set with every name and value replaced by the interned copy, so
     /// that a store holding many series shares one allocation per distinct string.
-    pub(crate) fn interned(&self, pool: &mut std::collections::HashSet<Arc<str>>) -> Labels {
+    pub fn interned(&self, pool: &mut std::collections::HashSet<Arc<str>>) -> Labels {
         let mut intern = |s: &Arc<str>| match pool.get(s) {
             Some(x) => Arc::clone(x),
             None => {

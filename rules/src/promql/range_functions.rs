@@ -56,7 +56,9 @@ fn extrapolated_rate(
     let (first_t, first_v) = s[0];
     let (last_t, last_v) = s[s.len() - 1];
     let mut result = last_v - first_v;
-    if counter {
+    // Resets are rare: finding none needs no chain of dependent additions, so the
+    // sum (in sample order, as Prometheus adds) runs only when there is one.
+    if counter && s.windows(2).any(|w| w[1].1 < w[0].1) {
         let mut prev = first_v;
         for &(_, v) in &s[1..] {
             if v < prev {

@@ -147,39 +147,42 @@ fn tail_partition(samples: &[(i64, f64)], t: i64, after: bool) -> usize {
     if n == 0 || before(samples[n - 1].0) {
         return n;
     }
-    if !before(samples[0].0) {
+    if n == 1 {
         return 0;
     }
-    // From here on before(samples[lo]) and !before(samples[hi]): the answer is in
-    // (lo, hi]. n >= 2, and the newest sample is not before `t`.
+    // The answer is in [lo, hi]: samples[..lo] are before `t`, samples[hi..] are not.
+    // The oldest sample is not read unless the search gets there: it is usually a
+    // cache line (and a page) the caller never needs.
     let (mut lo, mut hi) = (0, n - 1);
     let last = samples[n - 1].0;
     let step_ms = last.saturating_sub(samples[n - 2].0).max(1);
     let back = usize::try_from(last.saturating_sub(t) / step_ms).unwrap_or(usize::MAX);
-    let g = (n - 1).saturating_sub(back).clamp(1, n - 1);
+    let g = (n - 1).saturating_sub(back);
     let mut step = 1;
     if before(samples[g].0) {
-        lo = g;
-        while lo + step < hi {
-            if !before(samples[lo + step].0) {
-                hi = lo + step;
+        lo = g + 1;
+        while lo + step - 1 < hi {
+            let p = lo + step - 1;
+            if !before(samples[p].0) {
+                hi = p;
                 break;
             }
-            lo += step;
+            lo = p + 1;
             step *= 2;
         }
     } else {
         hi = g;
-        while hi - lo > step {
-            if before(samples[hi - step].0) {
-                lo = hi - step;
+        while hi >= lo + step {
+            let p = hi - step;
+            if before(samples[p].0) {
+                lo = p + 1;
                 break;
             }
-            hi -= step;
+            hi = p;
             step *= 2;
         }
     }
-    lo + 1 + samples[lo + 1..hi].partition_point(|&(ts, _)| before(ts))
+    lo + samples[lo..hi].partition_point(|&(ts, _)| before(ts))
 }
 
 /// Whether a label set satisfies a selector's matchers (any `or` group).
@@ -244,8 +247,18 @@ impl Storage for MemoryStorage {
     ) -> Result<(), StorageError> {
         let ids = self.matching_ids(matchers);
         let mut windows = Vec::with_capacity(BATCH);
+        // Where the previous series' window lay, counted from its newest sample: the
+        // series of one selector are sampled alike, so the next window is likely in
+        // the same place and can be read before its exact bounds are known.
+        let (mut skip, mut len) = (0usize, 1usize);
         for batch in ids.chunks(BATCH) {
-            self.touch_heads(batch);
+            let touched = batch.iter().fold(0u64, |acc, &id| {
+                let s = &self.series[id].samples;
+                let hi = s.len().saturating_sub(skip);
+                let lo = hi.saturating_sub(len + 1);
+                acc ^ touch(&s[lo..hi]) ^ s.last().map_or(0, |&(t, _)| t as u64)
+            });
+            std::hint::black_box(touched);
             windows.clear();
             for &id in batch {
                 let s = &self.series[id];
@@ -253,12 +266,9 @@ impl Storage for MemoryStorage {
                 let lo = tail_partition(&s.samples[..hi], start_ms, false);
                 if lo < hi {
                     windows.push((s, lo, hi));
+                    (skip, len) = (s.samples.len() - hi, hi - lo);
                 }
             }
-            let touched = windows
-                .iter()
-                .fold(0, |acc, &(s, lo, hi)| acc ^ touch(&s.samples[lo..hi]));
-            std::hint::black_box(touched);
             for &(s, lo, hi) in &windows {
                 f(&s.labels, &s.samples[lo..hi]);
             }
@@ -289,7 +299,12 @@ impl Storage for MemoryStorage {
         let ids = self.matching_ids(matchers);
         let mut found = Vec::with_capacity(BATCH);
         for batch in ids.chunks(BATCH) {
-            self.touch_heads(batch);
+            // Only the newest samples are read ahead, not the label sets: a selector
+            // under a filter (`x > 0`) looks at the labels of the few samples it keeps.
+            let touched = batch.iter().fold(0u64, |acc, &id| {
+                acc ^ self.series[id].samples.last().map_or(0, |&(t, _)| t as u64)
+            });
+            std::hint::black_box(touched);
             found.clear();
             for &id in batch {
                 let s = &self.series[id];
@@ -308,26 +323,13 @@ impl Storage for MemoryStorage {
     }
 }
 
-impl MemoryStorage {
-    /// Reads each series' label-set header and newest sample, which every visiting
-    /// select reads first. The loop does nothing else, so the CPU overlaps these
-    /// cache misses instead of waiting for them one series after another.
-    fn touch_heads(&self, batch: &[usize]) {
-        let touched = batch.iter().fold(0u64, |acc, &id| {
-            let s = &self.series[id];
-            let newest = s.samples.last().map_or(0, |&(t, _)| t as u64);
-            acc ^ newest ^ s.labels.hash_u64()
-        });
-        std::hint::black_box(touched);
-    }
-}
-
 /// Series read per batch by the visiting selects.
 const BATCH: usize = 32;
 
-/// Reads one word per cache line of a window (64-byte lines hold four samples), in
-/// a loop of its own for the same reason as [`MemoryStorage::touch_heads`]: the
-/// visitor that follows then finds the window cached.
+/// Reads one word per cache line of a window (64-byte lines hold four samples). The
+/// visiting selects do this for a whole batch of series in a loop that does nothing
+/// else, so the CPU overlaps these cache misses instead of waiting for them one series
+/// after another, and the exact search and the visitor that follow find them cached.
 fn touch(samples: &[(i64, f64)]) -> u64 {
     samples
         .iter()
