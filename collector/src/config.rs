@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ingest::LabelLimits;
 use crate::store::StoreOptions;
 
 /// The commented `collector.toml` that `--print-default-config` prints. A test parses it
@@ -35,6 +36,13 @@ pub struct CollectorConfig {
     pub out_of_order_window_secs: f64,
     /// Largest OTLP request body, after decompression.
     pub max_request_bytes: usize,
+    /// Most labels one series may have, `__name__` included; a point over it is
+    /// refused (`partial_success`), counted and not stored.
+    pub max_labels_per_series: usize,
+    /// Longest label name, in bytes.
+    pub max_label_name_bytes: usize,
+    /// Longest label value (and metric name), in bytes.
+    pub max_label_value_bytes: usize,
     /// `/metrics` also exposes the latest value of every stored series.
     pub fleet_metrics: bool,
     pub query: QueryConfig,
@@ -51,6 +59,9 @@ impl Default for CollectorConfig {
             retention_hours: 24.0,
             out_of_order_window_secs: 300.0,
             max_request_bytes: 16 << 20,
+            max_labels_per_series: LabelLimits::default().max_labels_per_series,
+            max_label_name_bytes: LabelLimits::default().max_label_name_bytes,
+            max_label_value_bytes: LabelLimits::default().max_label_value_bytes,
             fleet_metrics: false,
             query: QueryConfig::default(),
         }
@@ -154,6 +165,9 @@ impl CollectorConfig {
         }
         for (field, v) in [
             ("max_request_bytes", self.max_request_bytes),
+            ("max_labels_per_series", self.max_labels_per_series),
+            ("max_label_name_bytes", self.max_label_name_bytes),
+            ("max_label_value_bytes", self.max_label_value_bytes),
             ("query.max_samples", self.query.max_samples),
             ("query.max_concurrency", self.query.max_concurrency),
         ] {
@@ -174,6 +188,15 @@ impl CollectorConfig {
         opts.retention_ms = secs_to_ms(self.retention_hours * 3600.0);
         opts.out_of_order_window_ms = secs_to_ms(self.out_of_order_window_secs);
         opts
+    }
+
+    /// The receivers' label limits.
+    pub fn label_limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_labels_per_series: self.max_labels_per_series,
+            max_label_name_bytes: self.max_label_name_bytes,
+            max_label_value_bytes: self.max_label_value_bytes,
+        }
     }
 
     pub fn retention(&self) -> Duration {

@@ -164,6 +164,7 @@ pub async fn run(
         IngestOptions {
             tokens,
             max_request_bytes: config.max_request_bytes,
+            label_limits: config.label_limits(),
             ..IngestOptions::default()
         },
     ));

@@ -102,22 +102,32 @@ impl NodeObservation {
                     .labels(s)
                     .filter(|(n, _)| *n == want)
                     .last()
-                    .map(|(_, v)| v.to_owned())
+                    .map(|(_, v)| v)
             };
             let Some(gpu) = label("gpu") else { continue };
-            let entry = gpus.entry(gpu.clone()).or_insert_with(|| GpuInfo {
-                gpu,
-                uuid: None,
-                model_name: None,
-                pci_bus_id: None,
-                up: None,
-            });
+            // Every DCGM series names its GPU: look up before allocating a key.
+            if !gpus.contains_key(gpu) {
+                gpus.insert(
+                    gpu.to_owned(),
+                    GpuInfo {
+                        gpu: gpu.to_owned(),
+                        uuid: None,
+                        model_name: None,
+                        pci_bus_id: None,
+                        up: None,
+                    },
+                );
+            }
+            let Some(entry) = gpus.get_mut(gpu) else {
+                continue;
+            };
             if is_up {
                 entry.up = Some(s.value == 1.0);
             } else if entry.uuid.is_none() {
-                entry.uuid = label("UUID");
-                entry.model_name = label("modelName");
-                entry.pci_bus_id = label("pci_bus_id");
+                let owned = |want: &str| label(want).map(str::to_owned);
+                entry.uuid = owned("UUID");
+                entry.model_name = owned("modelName");
+                entry.pci_bus_id = owned("pci_bus_id");
             }
         }
         let mut gpus: Vec<GpuInfo> = gpus.into_values().collect();

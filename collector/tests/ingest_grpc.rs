@@ -202,6 +202,23 @@ async fn unauthenticated_and_oversized_requests_are_refused_and_counted() -> Res
         ),
         "{err:?}"
     );
+    // Over the limit as sent (uncompressed, random enough not to matter): refused on
+    // its declared length.
+    let big = sdk_gauge(&"y".repeat(200 << 10), "", t, 1.0);
+    let plain = MetricsServiceClient::new(
+        Channel::from_shared(format!("http://{}", c.grpc))?
+            .connect()
+            .await?,
+    )
+    .max_encoding_message_size(64 << 20);
+    let mut req = tonic::Request::new(big);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse()?);
+    let err = plain.clone().export(req).await.unwrap_err();
+    ensure!(err.code() == tonic::Code::OutOfRange, "{err:?}");
+    // tonic refuses both before the handler; both are counted as too large.
+    let too_large = c.ingest.requests(Protocol::Grpc, Outcome::TooLarge);
+    ensure!(too_large == 2, "{too_large} counted as too large");
 
     // Still serving; a foreign SDK gauge lands normalised.
     let ok = client(&c, Some(TOKEN))

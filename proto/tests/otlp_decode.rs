@@ -225,7 +225,8 @@ fn sdk_gauge_sum_and_histogram_normalise_like_prometheus() {
     assert!(!d.resources[0].is_agent_snapshot);
     let res = [
         ("job", "shop/checkout"),
-        ("instance", "pod-7"),
+        // host.name wins over service.instance.id.
+        ("instance", "web-3"),
         ("node", "web-3"),
     ];
     let with = |extra: &[(&str, &str)]| {
@@ -476,4 +477,33 @@ fn otlp_json_decodes_through_serde() {
     assert_eq!((got[0].1, got[0].2), (T_MS, 17.0));
     assert_eq!(got[1].0["__name__"], "jobs_total");
     assert_eq!(got[1].3, Some(1_699_999_990_000));
+}
+
+#[test]
+fn instance_is_host_name_else_service_instance_id() {
+    let gauge = |n: &str| {
+        metric(
+            n,
+            "",
+            metric::Data::Gauge(Gauge {
+                data_points: vec![point(vec![], 1.0)],
+            }),
+        )
+    };
+    let both = request(sdk_resource(), vec![gauge("a")]);
+    let d = decode(&both);
+    let got = &flat(&d)[0].0;
+    assert_eq!(got.get("instance").map(String::as_str), Some("web-3"));
+    assert_eq!(got.get("node").map(String::as_str), Some("web-3"));
+    let no_host = request(
+        vec![
+            s("service.name", "checkout"),
+            s("service.instance.id", "pod-7"),
+        ],
+        vec![gauge("b")],
+    );
+    let d = decode(&no_host);
+    let got = &flat(&d)[0].0;
+    assert_eq!(got.get("instance").map(String::as_str), Some("pod-7"));
+    assert!(!got.contains_key("node"), "{got:?}");
 }

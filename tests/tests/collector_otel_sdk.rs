@@ -71,15 +71,10 @@ fn scenario(dir: &Path, python: &Path) -> anyhow::Result<()> {
         output.status
     );
 
-    // Resource to labels as Prometheus does (`job` from service.name, `instance` from
-    // service.instance.id, else host.name), plus Vigil's `node` from host.name.
+    // Resource to labels: `job` from service.name as Prometheus does; `instance` and
+    // `node` from host.name (issue 4), service.instance.id only when host.name is absent.
     for (name, host, instance, expected) in [
-        (
-            "sdk_grpc_memory_usage_bytes",
-            HOST_GRPC,
-            INSTANCE_GRPC,
-            value,
-        ),
+        ("sdk_grpc_memory_usage_bytes", HOST_GRPC, HOST_GRPC, value),
         (
             "sdk_http_temperature_celsius",
             HOST_HTTP,

@@ -1,27 +1,33 @@
-//! OTLP/gRPC receiver: tonic's `MetricsService`, gzip accepted, bearer auth.
+//! OTLP/gRPC receiver: `MetricsService/Export` on tonic's server, gzip accepted,
+//! bearer auth. The service is written by hand rather than generated so that the
+//! handler gets the message's bytes and reads them with the borrowed decoder
+//! (`vigil_proto::otlp::decode_protobuf`); prost only encodes the small response.
 //!
 //! The token is checked in an interceptor, before the body is decoded, so an
 //! unauthenticated sender costs no decoding. Size limits are tonic's: a message over
-//! the limit, compressed or decompressed, is refused before it reaches [`Ingest`].
+//! the limit, compressed or decompressed, is refused before it reaches [`Ingest`];
+//! [`CountTooLarge`] counts those refusals from the status tonic answers with, since
+//! the handler never sees them.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::{Buf, Bytes};
+use prost::Message;
+
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{Body, BoxFuture, Service as TowerService, StdError, http};
+use tonic::server::{NamedService, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use vigil_proto::otlp::metrics_service_server::{MetricsService, MetricsServiceServer};
-use vigil_proto::otlp::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use vigil_proto::otlp::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
 
-use super::{Exported, Ingest, Outcome, Protocol};
-
-struct Service {
-    ingest: Arc<Ingest>,
-}
+use super::{Exported, Ingest, IngestError, Outcome, Protocol};
 
 /// The OTLP answer to a stored request: `partial_success` only when something was
 /// refused.
@@ -36,30 +42,126 @@ pub(crate) fn response(e: &Exported) -> ExportMetricsServiceResponse {
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Service {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let started = Instant::now();
-        match self.ingest.export(request.into_inner()).await {
-            Ok(e) => {
-                let outcome = if e.rejected > 0 {
-                    Outcome::Partial
-                } else {
-                    Outcome::Success
-                };
-                self.ingest.record(Protocol::Grpc, outcome, started);
-                Ok(Response::new(response(&e)))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "OTLP/gRPC export failed; the sender will retry");
-                self.ingest
-                    .record(Protocol::Grpc, Outcome::Unavailable, started);
-                Err(Status::unavailable(e.to_string()))
-            }
+/// The full method path of `MetricsService.Export`.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// Requests as their protobuf bytes (read by the borrowed decoder, not prost);
+/// responses encoded by prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = ExportMetricsServiceResponse;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = ExportMetricsServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// `MetricsService` by hand: tonic's generated server decodes with prost, which
+/// allocated more per request than the rest of ingest together.
+#[derive(Clone)]
+struct MetricsServer {
+    ingest: Arc<Ingest>,
+}
+
+impl NamedService for MetricsServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl<B> TowerService<http::Request<B>> for MetricsServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async move {
+                Ok(Status::unimplemented("only MetricsService/Export is served").into_http())
+            });
         }
+        let ingest = Arc::clone(&self.ingest);
+        Box::pin(async move {
+            let max = ingest.max_request_bytes();
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max);
+            Ok(grpc.unary(Export { ingest }, request).await)
+        })
+    }
+}
+
+struct Export {
+    ingest: Arc<Ingest>,
+}
+
+impl UnaryService<Bytes> for Export {
+    type Response = ExportMetricsServiceResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let ingest = Arc::clone(&self.ingest);
+        Box::pin(async move {
+            let started = Instant::now();
+            let body = request.into_inner();
+            match ingest.export_protobuf(body).await {
+                Ok(e) => {
+                    let outcome = if e.rejected > 0 {
+                        Outcome::Partial
+                    } else {
+                        Outcome::Success
+                    };
+                    ingest.record(Protocol::Grpc, outcome, started);
+                    Ok(Response::new(response(&e)))
+                }
+                Err(IngestError::Malformed(e)) => {
+                    ingest.record(Protocol::Grpc, Outcome::Malformed, started);
+                    Err(Status::invalid_argument(format!(
+                        "protobuf message does not decode: {e}"
+                    )))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "OTLP/gRPC export failed; the sender will retry");
+                    ingest.record(Protocol::Grpc, Outcome::Unavailable, started);
+                    Err(Status::unavailable(e.to_string()))
+                }
+            }
+        })
     }
 }
 
@@ -69,8 +171,8 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = ingest.max_request_bytes();
     let auth = Arc::clone(&ingest);
+    let counted = Arc::clone(&ingest);
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
         if auth.authorize(header) {
@@ -82,14 +184,64 @@ pub async fn serve(
             ))
         }
     };
-    let server = MetricsServiceServer::new(Service { ingest })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
-    let service = tonic::service::interceptor::InterceptedService::new(server, check);
+    let server = MetricsServer { ingest };
+    let service = CountTooLarge {
+        inner: tonic::service::interceptor::InterceptedService::new(server, check),
+        ingest: counted,
+    };
     tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
         .map_err(std::io::Error::other)
+}
+
+/// Counts the requests tonic refuses for their size: those answered `OUT_OF_RANGE`
+/// (declared length over the limit) or `RESOURCE_EXHAUSTED` (over it once
+/// decompressed). The handler answers neither, so either one is tonic's refusal.
+#[derive(Clone)]
+struct CountTooLarge<S> {
+    inner: S,
+    ingest: Arc<Ingest>,
+}
+
+impl<S: NamedService> NamedService for CountTooLarge<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> TowerService<http::Request<B>> for CountTooLarge<S>
+where
+    S: TowerService<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let ingest = Arc::clone(&self.ingest);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(tonic::Code::from);
+            if matches!(
+                code,
+                Some(tonic::Code::OutOfRange | tonic::Code::ResourceExhausted)
+            ) {
+                ingest.record(Protocol::Grpc, Outcome::TooLarge, started);
+            }
+            Ok(response)
+        })
+    }
 }

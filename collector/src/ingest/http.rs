@@ -6,6 +6,7 @@
 //! body with 400 (malformed), 401 (no or unknown token), 413 (too large), 415 (wrong
 //! content type or encoding) or 503 (store unavailable: retry).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io::Read;
 use std::sync::Arc;
@@ -20,7 +21,6 @@ use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tokio::net::TcpListener;
-use vigil_proto::otlp::ExportMetricsServiceRequest;
 
 use super::grpc::response;
 use super::{Ingest, IngestError, Outcome, Protocol};
@@ -214,8 +214,21 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
 
     let worker = Arc::clone(&ingest);
     let result = tokio::task::spawn_blocking(move || {
-        let request = parse(&bytes, format, gzip, max)?;
-        Ok::<_, BodyError>(worker.export_blocking(&request))
+        let body = inflate(&bytes, gzip, max)?;
+        Ok::<_, BodyError>(match format {
+            Format::Protobuf => match worker.export_protobuf_blocking(&body) {
+                Err(IngestError::Malformed(e)) => {
+                    return Err(BodyError::Malformed(format!(
+                        "protobuf body does not decode: {e}"
+                    )));
+                }
+                other => other,
+            },
+            Format::Json => {
+                let request = super::json::parse(&body).map_err(BodyError::Malformed)?;
+                worker.export_blocking(&request)
+            }
+        })
     })
     .await;
     match result {
@@ -271,34 +284,20 @@ fn unavailable(
     r
 }
 
-/// Decompresses (bounded) and decodes a body.
-fn parse(
-    bytes: &[u8],
-    format: Format,
-    gzip: bool,
-    max: usize,
-) -> Result<ExportMetricsServiceRequest, BodyError> {
-    let inflated;
-    let body = if gzip {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .take(max as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| BodyError::Malformed(format!("gzip body does not decompress: {e}")))?;
-        if out.len() > max {
-            return Err(BodyError::TooLarge(format!(
-                "request body exceeds the limit of {max} bytes once decompressed"
-            )));
-        }
-        inflated = out;
-        &inflated[..]
-    } else {
-        bytes
-    };
-    match format {
-        Format::Protobuf => ExportMetricsServiceRequest::decode(body)
-            .map_err(|e| BodyError::Malformed(format!("protobuf body does not decode: {e}"))),
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| BodyError::Malformed(format!("OTLP/JSON body does not decode: {e}"))),
+/// Decompresses a body, bounded.
+fn inflate(bytes: &[u8], gzip: bool, max: usize) -> Result<Cow<'_, [u8]>, BodyError> {
+    if !gzip {
+        return Ok(Cow::Borrowed(bytes));
     }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| BodyError::Malformed(format!("gzip body does not decompress: {e}")))?;
+    if out.len() > max {
+        return Err(BodyError::TooLarge(format!(
+            "request body exceeds the limit of {max} bytes once decompressed"
+        )));
+    }
+    Ok(Cow::Owned(out))
 }

@@ -13,13 +13,14 @@
 //! # Layout
 //! - [`auth`]: the fleet token file and bearer checks.
 //! - `intern`: the cache from a series' raw identity to its interned label set.
-//! - [`grpc`], [`http`]: the two receivers.
+//! - [`grpc`], [`http`]: the two receivers; `json` reads OTLP/JSON bodies.
 //! - `stats`: the receivers' own counters.
 
 pub mod auth;
 pub mod grpc;
 pub mod http;
 mod intern;
+mod json;
 mod stats;
 
 use std::collections::HashMap;
@@ -28,10 +29,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use vigil_proto::MetricFamily;
-use vigil_proto::otlp::{Decoded, ExportMetricsServiceRequest, decode};
+use vigil_proto::otlp::{Decoded, ExportMetricsServiceRequest, WireError, decode, decode_protobuf};
 use vigil_rules::promql::{Labels, is_stale_nan};
 
 pub use auth::{Tokens, TokensError};
+pub use intern::LabelLimits;
 pub use stats::{Outcome, Protocol};
 
 use crate::registry::{NodeObservation, Registry};
@@ -51,6 +53,8 @@ pub struct IngestOptions {
     pub series_cache_idle: Duration,
     /// Upper bound on cached series identities.
     pub series_cache_max_entries: usize,
+    /// Series over these are refused (`partial_success`) and not stored.
+    pub label_limits: LabelLimits,
 }
 
 impl Default for IngestOptions {
@@ -60,6 +64,7 @@ impl Default for IngestOptions {
             max_request_bytes: 16 << 20,
             series_cache_idle: Duration::from_secs(10 * 60),
             series_cache_max_entries: 4_000_000,
+            label_limits: LabelLimits::default(),
         }
     }
 }
@@ -82,6 +87,9 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("the ingest task failed: {0}")]
     Task(String),
+    /// The body is not an `ExportMetricsServiceRequest`; retrying will not help.
+    #[error("{0}")]
+    Malformed(#[from] WireError),
 }
 
 /// The series an agent sent in its latest snapshot.
@@ -128,6 +136,7 @@ impl Ingest {
             cache: Mutex::new(SeriesCache::new(
                 options.series_cache_idle,
                 options.series_cache_max_entries,
+                options.label_limits,
             )),
             snapshots: Mutex::new(HashMap::new()),
             stats: Stats::default(),
@@ -171,16 +180,39 @@ impl Ingest {
             .map_err(|e| IngestError::Task(e.to_string()))?
     }
 
-    /// Stores a request: decode, intern, append, mark stale, sync. Blocks.
+    /// Stores a protobuf-encoded request on the blocking pool; returns once it is
+    /// durable.
+    pub async fn export_protobuf(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+    ) -> Result<Exported, IngestError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.export_protobuf_blocking(&body))
+            .await
+            .map_err(|e| IngestError::Task(e.to_string()))?
+    }
+
+    /// Stores a protobuf-encoded request, read without copying its strings. Blocks.
+    pub fn export_protobuf_blocking(&self, body: &[u8]) -> Result<Exported, IngestError> {
+        self.store_decoded(&decode_protobuf(body)?)
+    }
+
+    /// Stores a prost-decoded request (OTLP/JSON arrives that way). Blocks.
     pub fn export_blocking(
         &self,
         request: &ExportMetricsServiceRequest,
     ) -> Result<Exported, IngestError> {
-        let decoded = decode(request);
+        self.store_decoded(&decode(request))
+    }
+
+    /// Stores a translated request: intern, append, mark stale, sync. Blocks.
+    pub fn store_decoded(&self, decoded: &Decoded<'_>) -> Result<Exported, IngestError> {
         let mut batch: Vec<(Labels, i64, f64)> = Vec::with_capacity(decoded.samples.len());
         let mut zeros: Vec<(Labels, i64, f64)> = Vec::new();
         // Per agent resource: its index and the series it sent.
         let mut agent_series: Vec<(usize, Vec<Labels>)> = Vec::new();
+        let mut over_limit = 0u64;
+        let mut first_over_limit = None;
         {
             let mut cache = lock(&self.cache);
             cache.tick(Instant::now());
@@ -191,7 +223,16 @@ impl Ingest {
                     0
                 });
                 for s in &decoded.samples[res.samples.clone()] {
-                    let i = cache.intern(decoded.name(s), decoded.labels(s), s.start_ms);
+                    let i = match cache.intern(decoded.name(s), decoded.labels(s), s.start_ms) {
+                        Ok(i) => i,
+                        Err(e) => {
+                            over_limit += 1;
+                            first_over_limit.get_or_insert_with(|| {
+                                format!("metric {:?}: {e}", decoded.name(s))
+                            });
+                            continue;
+                        }
+                    };
                     if let Some(start) = i.new_start_ms
                         && !is_stale_nan(s.value)
                     {
@@ -218,7 +259,7 @@ impl Ingest {
             add(&self.stats.created_zeros, r.accepted as u64);
         }
         let report = self.store.append_batch(&batch)?;
-        let stale = self.staleness(&decoded, agent_series)?;
+        let stale = self.staleness(decoded, agent_series)?;
         self.store.sync()?;
 
         add(&self.stats.accepted, report.accepted as u64);
@@ -231,8 +272,17 @@ impl Ingest {
             .reject(RejectReason::DuplicateConflict, report.conflicts as u64);
         self.stats
             .reject(RejectReason::TooOld, report.too_old as u64);
+        self.stats.reject(RejectReason::LabelLimits, over_limit);
 
         let mut message = decoded.rejection_message();
+        if let Some(first) = first_over_limit {
+            if !message.is_empty() {
+                message.push_str("; ");
+            }
+            message.push_str(&format!(
+                "{over_limit} samples refused by label limits, first: {first}"
+            ));
+        }
         if let Some((labels, t_ms, reason)) = &report.first_rejection {
             if !message.is_empty() {
                 message.push_str("; ");
@@ -245,7 +295,7 @@ impl Ingest {
         }
         Ok(Exported {
             accepted: report.accepted as u64,
-            rejected: decoded.rejected_points() + report.rejected() as u64,
+            rejected: decoded.rejected_points() + over_limit + report.rejected() as u64,
             message,
         })
     }

@@ -73,14 +73,17 @@ pub(crate) enum RejectReason {
     OutOfOrder,
     DuplicateConflict,
     TooOld,
+    /// Over a label limit (count, name or value length).
+    LabelLimits,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 4] = [
+    const ALL: [RejectReason; 5] = [
         RejectReason::Unsupported,
         RejectReason::OutOfOrder,
         RejectReason::DuplicateConflict,
         RejectReason::TooOld,
+        RejectReason::LabelLimits,
     ];
 
     fn as_str(self) -> &'static str {
@@ -89,6 +92,7 @@ impl RejectReason {
             RejectReason::OutOfOrder => "out_of_order",
             RejectReason::DuplicateConflict => "duplicate_conflict",
             RejectReason::TooOld => "too_old",
+            RejectReason::LabelLimits => "label_limits",
         }
     }
 }
@@ -97,7 +101,7 @@ impl RejectReason {
 pub(crate) struct Stats {
     requests: [[AtomicU64; 7]; 3],
     request_micros: [AtomicU64; 3],
-    rejected: [AtomicU64; 4],
+    rejected: [AtomicU64; 5],
     pub(crate) accepted: AtomicU64,
     pub(crate) stale_markers: AtomicU64,
     pub(crate) created_zeros: AtomicU64,

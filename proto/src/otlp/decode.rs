@@ -6,8 +6,10 @@
 //! collector turns those borrowed pairs into its interned label sets.
 //!
 //! Resource attributes become `job` (`service.namespace/service.name`), `instance`
-//! (`service.instance.id`, else `host.name`) and — Vigil's addition — `node`
-//! (`host.name`). Resource labels override point attributes of the same name, and
+//! and `node`. Both come from `host.name`, as the issue this receiver was built for
+//! asks (a fleet of nodes is queried by host); `instance` falls back to
+//! `service.instance.id` when a sender has no `host.name`, which is where Prometheus
+//! takes it from first. Resource labels override point attributes of the same name, and
 //! `__name__` overrides both. Points flagged "no recorded value" become Prometheus
 //! staleness markers. What Prometheus cannot store (delta temporality, exponential
 //! histograms) is refused per metric with a reason; the rest of the request lands.
@@ -17,14 +19,13 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, DataPointFlags, HistogramDataPoint, Metric, NumberDataPoint,
-    SummaryDataPoint, metric, number_data_point,
-};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, DataPointFlags};
 
 use super::encode::{AGENT_SERVICE_NAME, ATTR_INTERVAL_SECS, METADATA_PROMETHEUS_TYPE};
 use super::normalize::{NameType, format_bound, label_name, metric_name};
+use super::wire::{
+    Data, HistogramPoint, Kv, Metric, NumberPoint, Request, SummaryPoint, Value, WireError,
+};
 
 /// The bit pattern of Prometheus's staleness marker (`value.StaleNaN`).
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -139,29 +140,40 @@ impl<'a> Decoded<'a> {
     }
 }
 
-/// Translates a request. Never fails as a whole: what cannot be stored is listed in
-/// [`Decoded::rejections`].
+/// Translates a prost-decoded request. Never fails as a whole: what cannot be stored
+/// is listed in [`Decoded::rejections`].
 pub fn decode(request: &ExportMetricsServiceRequest) -> Decoded<'_> {
+    translate(&Request::from_prost(request))
+}
+
+/// Reads and translates a protobuf-encoded request without copying its strings.
+pub fn decode_protobuf(bytes: &[u8]) -> Result<Decoded<'_>, WireError> {
+    Ok(translate(&Request::parse(bytes)?))
+}
+
+/// Translates a request view; the output borrows the request's bytes, not the view.
+pub fn translate<'a>(request: &Request<'a>) -> Decoded<'a> {
     let mut out = Decoded::default();
     for rm in &request.resource_metrics {
-        let attrs: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-        let text = |key: &str| {
-            attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-                match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
+        let attrs: &[Kv<'a>] = &rm.attributes;
+        let text = |key: &str| -> Option<&'a str> {
+            attrs
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| match kv.value {
+                    Value::Str(s) if !s.is_empty() => Some(s),
                     _ => None,
-                }
-            })
+                })
         };
         let host_name = text("host.name");
         let service_name = text("service.name");
-        let job: Option<Cow<'_, str>> = match (text("service.namespace"), service_name) {
+        let job: Option<Cow<'a, str>> = match (text("service.namespace"), service_name) {
             (Some(ns), Some(name)) => Some(Cow::Owned(format!("{ns}/{name}"))),
             (None, Some(name)) => Some(Cow::Borrowed(name)),
             _ => None,
         };
-        let instance = text("service.instance.id").or(host_name);
-        let mut res_labels: Vec<LabelPair<'_>> = Vec::with_capacity(3);
+        let instance = host_name.or_else(|| text("service.instance.id"));
+        let mut res_labels: Vec<LabelPair<'a>> = Vec::with_capacity(3);
         if let Some(job) = job {
             res_labels.push((Cow::Borrowed("job"), job));
         }
@@ -175,9 +187,9 @@ pub fn decode(request: &ExportMetricsServiceRequest) -> Decoded<'_> {
         let interval_secs = attrs
             .iter()
             .find(|kv| kv.key == ATTR_INTERVAL_SECS)
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                any_value::Value::DoubleValue(d) => Some(*d),
-                any_value::Value::IntValue(i) => Some(*i as f64),
+            .and_then(|kv| match kv.value {
+                Value::Double(d) => Some(d),
+                Value::Int(i) => Some(i as f64),
                 _ => None,
             });
         let resource = out.resources.len() as u32;
@@ -191,10 +203,8 @@ pub fn decode(request: &ExportMetricsServiceRequest) -> Decoded<'_> {
             is_agent_snapshot: service_name == Some(AGENT_SERVICE_NAME) && host_name.is_some(),
             samples: first_sample..first_sample,
         });
-        for sm in &rm.scope_metrics {
-            for m in &sm.metrics {
-                decode_metric(&mut out, resource, m);
-            }
+        for m in &rm.metrics {
+            decode_metric(&mut out, resource, m);
         }
         let end = out.samples.len();
         out.resources[resource as usize].samples = first_sample..end;
@@ -202,15 +212,15 @@ pub fn decode(request: &ExportMetricsServiceRequest) -> Decoded<'_> {
     out
 }
 
-fn reject(out: &mut Decoded<'_>, m: &Metric, points: usize, reason: impl Into<String>) {
+fn reject(out: &mut Decoded<'_>, m: &Metric<'_>, points: usize, reason: impl Into<String>) {
     out.rejections.push(Rejection {
-        metric: m.name.clone(),
+        metric: m.name.to_owned(),
         points: points as u64,
         reason: reason.into(),
     });
 }
 
-fn decode_metric<'a>(out: &mut Decoded<'a>, resource: u32, m: &'a Metric) {
+fn decode_metric<'a>(out: &mut Decoded<'a>, resource: u32, m: &Metric<'a>) {
     let Some(data) = &m.data else {
         return reject(
             out,
@@ -219,67 +229,63 @@ fn decode_metric<'a>(out: &mut Decoded<'a>, resource: u32, m: &'a Metric) {
             "metric has no data (no gauge, sum, histogram or summary)",
         );
     };
-    let unknown = m.metadata.iter().any(|kv| {
-        kv.key == METADATA_PROMETHEUS_TYPE
-            && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()),
-                Some(any_value::Value::StringValue(s)) if s == "unknown")
-    });
+    let unknown = m
+        .metadata
+        .iter()
+        .any(|kv| kv.key == METADATA_PROMETHEUS_TYPE && matches!(kv.value, Value::Str("unknown")));
     let cumulative = AggregationTemporality::Cumulative as i32;
     match data {
-        metric::Data::Gauge(g) => {
+        Data::Gauge(points) => {
             let kind = if unknown {
                 NameType::Unknown
             } else {
                 NameType::Gauge
             };
-            let Some(name) = named(out, m, kind, g.data_points.len()) else {
+            let Some(name) = named(out, m, kind, points.len()) else {
                 return;
             };
-            number_points(out, resource, m, name, &g.data_points, false);
+            number_points(out, resource, m, name, points, false);
         }
-        metric::Data::Sum(s) => {
-            if s.aggregation_temporality != cumulative {
-                return reject(
-                    out,
-                    m,
-                    s.data_points.len(),
-                    temporality_reason(s.aggregation_temporality),
-                );
+        Data::Sum {
+            points,
+            temporality,
+            monotonic,
+        } => {
+            if *temporality != cumulative {
+                return reject(out, m, points.len(), temporality_reason(*temporality));
             }
-            let kind = if s.is_monotonic {
+            let kind = if *monotonic {
                 NameType::MonotonicCounter
             } else {
                 NameType::NonMonotonicCounter
             };
-            let Some(name) = named(out, m, kind, s.data_points.len()) else {
+            let Some(name) = named(out, m, kind, points.len()) else {
                 return;
             };
-            number_points(out, resource, m, name, &s.data_points, s.is_monotonic);
+            number_points(out, resource, m, name, points, *monotonic);
         }
-        metric::Data::Histogram(h) => {
-            if h.aggregation_temporality != cumulative {
-                return reject(
-                    out,
-                    m,
-                    h.data_points.len(),
-                    temporality_reason(h.aggregation_temporality),
-                );
+        Data::Histogram {
+            points,
+            temporality,
+        } => {
+            if *temporality != cumulative {
+                return reject(out, m, points.len(), temporality_reason(*temporality));
             }
-            let Some(base) = named(out, m, NameType::Histogram, h.data_points.len()) else {
+            let Some(base) = named(out, m, NameType::Histogram, points.len()) else {
                 return;
             };
-            histogram_points(out, resource, m, base, &h.data_points);
+            histogram_points(out, resource, m, base, points);
         }
-        metric::Data::Summary(s) => {
-            let Some(base) = named(out, m, NameType::Summary, s.data_points.len()) else {
+        Data::Summary(points) => {
+            let Some(base) = named(out, m, NameType::Summary, points.len()) else {
                 return;
             };
-            summary_points(out, resource, m, base, &s.data_points);
+            summary_points(out, resource, m, base, points);
         }
-        metric::Data::ExponentialHistogram(h) => reject(
+        Data::Exponential { points } => reject(
             out,
             m,
-            h.data_points.len(),
+            *points,
             "exponential histograms (Prometheus native histograms) are not supported; send explicit-bucket histograms",
         ),
     }
@@ -297,11 +303,11 @@ fn temporality_reason(t: i32) -> String {
 /// The normalised name, or a rejection when it normalises to nothing.
 fn named<'a>(
     out: &mut Decoded<'a>,
-    m: &'a Metric,
+    m: &Metric<'a>,
     kind: NameType,
     points: usize,
 ) -> Option<Cow<'a, str>> {
-    let name = metric_name(&m.name, &m.unit, kind);
+    let name = metric_name(m.name, m.unit, kind);
     if name.is_empty() || name.chars().all(|c| c == '_') {
         reject(
             out,
@@ -338,21 +344,23 @@ fn stale_or(flags: u32, v: f64) -> f64 {
 fn number_points<'a>(
     out: &mut Decoded<'a>,
     resource: u32,
-    m: &'a Metric,
+    m: &Metric<'a>,
     name: Cow<'a, str>,
-    points: &'a [NumberDataPoint],
+    points: &[NumberPoint<'a>],
     with_start: bool,
 ) {
     let name = out.push_name(name);
     let (mut no_time, mut no_value) = (0, 0);
+    out.samples.reserve(points.len());
+    let pairs: usize = points.iter().map(|p| p.attributes.len()).sum();
+    out.pool.reserve(pairs);
     for p in points {
         let Some(t_ms) = to_ms(p.time_unix_nano) else {
             no_time += 1;
             continue;
         };
         let v = match p.value {
-            Some(number_data_point::Value::AsDouble(d)) => d,
-            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            Some(v) => v,
             None if no_recorded_value(p.flags) => 0.0,
             None => {
                 no_value += 1;
@@ -376,7 +384,7 @@ fn number_points<'a>(
     point_rejections(out, m, no_time, no_value);
 }
 
-fn point_rejections(out: &mut Decoded<'_>, m: &Metric, no_time: usize, invalid: usize) {
+fn point_rejections(out: &mut Decoded<'_>, m: &Metric<'_>, no_time: usize, invalid: usize) {
     if no_time > 0 {
         reject(out, m, no_time, "data point has no time_unix_nano");
     }
@@ -393,9 +401,9 @@ fn point_rejections(out: &mut Decoded<'_>, m: &Metric, no_time: usize, invalid: 
 fn histogram_points<'a>(
     out: &mut Decoded<'a>,
     resource: u32,
-    m: &'a Metric,
+    m: &Metric<'a>,
     base: Cow<'a, str>,
-    points: &'a [HistogramDataPoint],
+    points: &[HistogramPoint<'a>],
 ) {
     let bucket = out.push_name(Cow::Owned(format!("{base}_bucket")));
     let sum = out.push_name(Cow::Owned(format!("{base}_sum")));
@@ -442,9 +450,9 @@ fn histogram_points<'a>(
 fn summary_points<'a>(
     out: &mut Decoded<'a>,
     resource: u32,
-    m: &'a Metric,
+    m: &Metric<'a>,
     base: Cow<'a, str>,
-    points: &'a [SummaryDataPoint],
+    points: &[SummaryPoint<'a>],
 ) {
     let sum = out.push_name(Cow::Owned(format!("{base}_sum")));
     let count = out.push_name(Cow::Owned(format!("{base}_count")));
@@ -471,13 +479,10 @@ fn summary_points<'a>(
             };
         push(out, sum, None, p.sum, start);
         push(out, count, None, p.count as f64, start);
-        for q in &p.quantile_values {
-            let label = (
-                Cow::Borrowed("quantile"),
-                Cow::Owned(format_bound(q.quantile)),
-            );
+        for (q, v) in &p.quantiles {
+            let label = (Cow::Borrowed("quantile"), Cow::Owned(format_bound(*q)));
             // A quantile is a gauge-like value: no created-timestamp zero.
-            push(out, quantile, Some(label), q.value, None);
+            push(out, quantile, Some(label), *v, None);
         }
     }
     point_rejections(out, m, no_time, 0);
@@ -485,20 +490,20 @@ fn summary_points<'a>(
 
 /// Point attributes as label pairs: names sanitised, values as text; empty keys
 /// dropped.
-fn attributes(attrs: &[KeyValue]) -> impl Iterator<Item = LabelPair<'_>> + '_ {
+fn attributes<'a, 'v>(attrs: &'v [Kv<'a>]) -> impl Iterator<Item = LabelPair<'a>> + 'v {
     attrs
         .iter()
         .filter(|kv| !kv.key.is_empty())
-        .map(|kv| (label_name(&kv.key), value_text(kv.value.as_ref())))
+        .map(|kv| (label_name(kv.key), value_text(&kv.value)))
 }
 
 /// An attribute value as Prometheus renders it (pcommon's `AsString`): strings as
 /// they are, numbers and booleans as text, bytes as base64, arrays and maps as JSON.
-fn value_text(v: Option<&AnyValue>) -> Cow<'_, str> {
-    match v.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
-        None => Cow::Borrowed(""),
-        Some(other) => {
+fn value_text<'a>(v: &Value<'a>) -> Cow<'a, str> {
+    match v {
+        Value::Str(s) => Cow::Borrowed(*s),
+        Value::None => Cow::Borrowed(""),
+        other => {
             let mut s = String::new();
             write_value(&mut s, other, false);
             Cow::Owned(s)
@@ -506,18 +511,19 @@ fn value_text(v: Option<&AnyValue>) -> Cow<'_, str> {
     }
 }
 
-fn write_value(out: &mut String, v: &any_value::Value, quoted: bool) {
+fn write_value(out: &mut String, v: &Value<'_>, quoted: bool) {
     match v {
-        any_value::Value::StringValue(s) if quoted => write_json_string(out, s),
-        any_value::Value::StringValue(s) => out.push_str(s),
-        any_value::Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
-        any_value::Value::IntValue(i) => {
+        Value::None => out.push_str("null"),
+        Value::Str(s) if quoted => write_json_string(out, s),
+        Value::Str(s) => out.push_str(s),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => {
             let _ = write!(out, "{i}");
         }
-        any_value::Value::DoubleValue(d) => {
+        Value::Double(d) => {
             let _ = write!(out, "{d}");
         }
-        any_value::Value::BytesValue(b) => {
+        Value::Bytes(b) => {
             if quoted {
                 out.push('"');
             }
@@ -526,35 +532,29 @@ fn write_value(out: &mut String, v: &any_value::Value, quoted: bool) {
                 out.push('"');
             }
         }
-        any_value::Value::ArrayValue(a) => {
+        Value::Array(items) => {
             out.push('[');
-            for (i, item) in a.values.iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                match item.value.as_ref() {
-                    Some(v) => write_value(out, v, true),
-                    None => out.push_str("null"),
-                }
+                write_value(out, item, true);
             }
             out.push(']');
         }
         // A profiles-only reference into a string table this signal does not have.
-        any_value::Value::StringValueStrindex(i) => {
+        Value::Strindex(i) => {
             let _ = write!(out, "{i}");
         }
-        any_value::Value::KvlistValue(kvs) => {
+        Value::Kvlist(kvs) => {
             out.push('{');
-            for (i, kv) in kvs.values.iter().enumerate() {
+            for (i, kv) in kvs.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_json_string(out, &kv.key);
+                write_json_string(out, kv.key);
                 out.push(':');
-                match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(v) => write_value(out, v, true),
-                    None => out.push_str("null"),
-                }
+                write_value(out, &kv.value, true);
             }
             out.push('}');
         }

@@ -8,11 +8,14 @@
 mod decode;
 mod encode;
 mod normalize;
+pub mod wire;
 
 pub use decode::{
     Decoded, DecodedResource, DecodedSample, LabelPair, Rejection, STALE_NAN_BITS, decode,
+    decode_protobuf, translate,
 };
 pub use normalize::{NameType, format_bound, label_name, metric_name};
+pub use wire::WireError;
 
 pub use encode::{
     AGENT_SERVICE_NAME, ATTR_INTERVAL_SECS, ATTR_NODE, AgentResource, METADATA_PROMETHEUS_TYPE,
@@ -24,7 +27,7 @@ pub use opentelemetry_proto::tonic::collector::metrics::v1::{
     metrics_service_client, metrics_service_server,
 };
 pub use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue, any_value,
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
 };
 pub use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, DataPointFlags, ExponentialHistogram, ExponentialHistogramDataPoint,

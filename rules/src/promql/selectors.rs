@@ -270,7 +270,12 @@ impl Ctx<'_> {
                     tt - range + 1,
                     tt,
                     &mut |labels, samples| {
-                        if samples.iter().any(|&(_, v)| is_stale_nan(v)) {
+                        // No early exit: a branch-free pass over a window that
+                        // (almost always) holds no marker is the cheaper test.
+                        if samples
+                            .iter()
+                            .fold(false, |any, &(_, v)| any | is_stale_nan(v))
+                        {
                             buf.clear();
                             buf.extend(samples.iter().copied().filter(|&(_, v)| !is_stale_nan(v)));
                             if !buf.is_empty() {

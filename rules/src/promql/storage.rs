@@ -110,6 +110,12 @@ impl MemoryStorage {
             rest.iter()
                 .all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
         };
+        if let ([only], []) = (lists.as_slice(), rest.as_slice()) {
+            // One equality matcher (`metric_name` alone, the usual rule selector): the
+            // posting list is the answer, copied in one go.
+            out.extend_from_slice(only);
+            return;
+        }
         if !lists.is_empty() {
             lists.sort_by_key(|l| l.len());
             let (first, others) = lists
@@ -183,6 +189,31 @@ fn tail_partition(samples: &[(i64, f64)], t: i64, after: bool) -> usize {
         }
     }
     lo + samples[lo..hi].partition_point(|&(ts, _)| before(ts))
+}
+
+/// `[lo, hi)`: the samples with `start_ms <= t <= end_ms`. The series of one selector
+/// are sampled alike, so the window usually lies where the previous series' did
+/// (`skip` samples from the newest one, `len` long); two comparisons at each edge
+/// confirm that guess, and the search (with its divisions) runs only when it fails.
+fn window_bounds(
+    samples: &[(i64, f64)],
+    start_ms: i64,
+    end_ms: i64,
+    skip: usize,
+    len: usize,
+) -> (usize, usize) {
+    let n = samples.len();
+    let before_end = |i: usize| samples[i].0 <= end_ms;
+    let before_start = |i: usize| samples[i].0 < start_ms;
+    let hi = match n.checked_sub(skip) {
+        Some(h) if (h == n || !before_end(h)) && (h == 0 || before_end(h - 1)) => h,
+        _ => tail_partition(samples, end_ms, true),
+    };
+    let lo = match hi.checked_sub(len) {
+        Some(l) if (l == hi || !before_start(l)) && (l == 0 || before_start(l - 1)) => l,
+        _ => tail_partition(&samples[..hi], start_ms, false),
+    };
+    (lo, hi)
 }
 
 /// Whether a label set satisfies a selector's matchers (any `or` group).
@@ -262,8 +293,7 @@ impl Storage for MemoryStorage {
             windows.clear();
             for &id in batch {
                 let s = &self.series[id];
-                let hi = tail_partition(&s.samples, end_ms, true);
-                let lo = tail_partition(&s.samples[..hi], start_ms, false);
+                let (lo, hi) = window_bounds(&s.samples, start_ms, end_ms, skip, len);
                 if lo < hi {
                     windows.push((s, lo, hi));
                     (skip, len) = (s.samples.len() - hi, hi - lo);
@@ -399,6 +429,29 @@ mod tests {
             }
         }
         assert_eq!(tail_partition(&[], 5, true), 0);
+    }
+
+    #[test]
+    fn window_bounds_matches_partition_point_whatever_the_guess() {
+        // Right guesses, wrong guesses in both directions, and guesses past either end.
+        let even: Vec<(i64, f64)> = (0..61).map(|i| (i * 15, 0.0)).collect();
+        let uneven: Vec<(i64, f64)> = (0..30).map(|i: i64| (i * i, 0.0)).collect();
+        for samples in [even, uneven, vec![(5, 0.0)], vec![]] {
+            for (start, end) in [(0, 900), (601, 900), (300, 599), (-50, -10), (950, 990)] {
+                let want_hi = samples.partition_point(|&(t, _)| t <= end);
+                let want_lo = samples[..want_hi].partition_point(|&(t, _)| t < start);
+                for skip in 0..samples.len() + 3 {
+                    for len in 0..samples.len() + 3 {
+                        assert_eq!(
+                            window_bounds(&samples, start, end, skip, len),
+                            (want_lo, want_hi),
+                            "[{start}, {end}] skip={skip} len={len} n={}",
+                            samples.len()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -347,7 +347,8 @@ mod tests {
                     (t * 1_000_000, v)
                 })
                 .collect();
-            let strip = |p: &[(u64, f64, u64)]| p.iter().map(|(t, v, _)| (*t, *v)).collect::<Vec<_>>();
+            let strip =
+                |p: &[(u64, f64, u64)]| p.iter().map(|(t, v, _)| (*t, *v)).collect::<Vec<_>>();
             assert_eq!(strip(&zipped), exposed);
             assert_eq!(strip(&unzipped), exposed);
             // Only the counter the agent ships with a start time carries one.

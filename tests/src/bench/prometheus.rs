@@ -1,10 +1,16 @@
 //! Prometheus loading the same history by scraping a synthetic exporter.
 //!
-//! Each simulated node is one scrape target (`/node/<i>` on the exporter); every scrape
+//! Each simulated node is one scrape target, on its own port of the exporter (Prometheus
+//! pools connections per host and port, so a target on a shared port could be scraped
+//! over any of the pool's connections); every scrape
 //! of a target serves that node's next 1-second step, with explicit timestamps starting
 //! an hour back, so Prometheus (with `honor_timestamps`) ingests an hour of history in
 //! `steps × scrape_interval`. Its head accepts old samples because it has no blocks yet
-//! and the history lies within the head's appendable window. Once a node's steps are
+//! and the history lies within the head's appendable window. A step counts as taken only
+//! when Prometheus asks again on the same keep-alive connection (it reuses a connection
+//! only after reading the whole body; a timed-out scrape closes it), otherwise the same
+//! step is served again — an exact duplicate that Prometheus ignores if it had in fact
+//! ingested it — so no step is lost to a slow scrape. Once a node's steps are
 //! served its target answers with an empty exposition: series with explicit timestamps
 //! get no staleness markers, so nothing but the scrape's own `up`/`scrape_*` series
 //! grows afterwards.
@@ -25,6 +31,8 @@ use crate::{ChildGuard, free_port, http_get};
 struct ServedNode {
     sim: NodeSim,
     writer: TextWriter,
+    /// The connection the current step was last served on, until Prometheus confirms it.
+    pending_on: Option<u64>,
 }
 
 struct ExporterState {
@@ -32,54 +40,65 @@ struct ExporterState {
     steps: u64,
     t0_ms: i64,
     served_steps: AtomicU64,
+    connections: AtomicU64,
     stop: AtomicBool,
 }
 
-/// The synthetic exporter: serves node `i`'s next step at `/node/<i>`.
+/// The synthetic exporter: serves node `i`'s next step on `addrs[i]`.
 pub struct Exporter {
-    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
     state: Arc<ExporterState>,
-    accept: Option<std::thread::JoinHandle<()>>,
+    accept: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Exporter {
     pub fn start(fleet: &Fleet, nodes: usize, steps: u64, t0_ms: i64) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the exporter")?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(ExporterState {
             nodes: (0..nodes)
                 .map(|i| {
                     let sim = fleet.node(i);
                     let writer = sim.text_writer();
-                    Mutex::new(ServedNode { sim, writer })
+                    Mutex::new(ServedNode {
+                        sim,
+                        writer,
+                        pending_on: None,
+                    })
                 })
                 .collect(),
             steps,
             t0_ms,
             served_steps: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
-        let accept_state = Arc::clone(&state);
-        let accept = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if accept_state.stop.load(Ordering::Relaxed) {
-                    break;
+        let mut addrs = Vec::with_capacity(nodes);
+        let mut accept = Vec::with_capacity(nodes);
+        for node in 0..nodes {
+            let listener = TcpListener::bind("127.0.0.1:0").context("binding the exporter")?;
+            addrs.push(listener.local_addr()?);
+            let accept_state = Arc::clone(&state);
+            accept.push(std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if accept_state.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let connection = accept_state.connections.fetch_add(1, Ordering::Relaxed);
+                    let state = Arc::clone(&accept_state);
+                    std::thread::spawn(move || {
+                        let _ = serve_connection(stream, node, connection, &state);
+                    });
                 }
-                let Ok(stream) = stream else { continue };
-                let state = Arc::clone(&accept_state);
-                std::thread::spawn(move || {
-                    let _ = serve_connection(stream, &state);
-                });
-            }
-        });
+            }));
+        }
         Ok(Self {
-            addr,
+            addrs,
             state,
-            accept: Some(accept),
+            accept,
         })
     }
 
-    /// Steps served so far, over all nodes.
+    /// Steps Prometheus has taken so far, over all nodes.
     pub fn served_steps(&self) -> u64 {
         self.state.served_steps.load(Ordering::Relaxed)
     }
@@ -88,16 +107,23 @@ impl Exporter {
 impl Drop for Exporter {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(h) = self.accept.take() {
+        // Wake the accept loops so they see the flag.
+        for addr in &self.addrs {
+            let _ = TcpStream::connect_timeout(addr, Duration::from_millis(200));
+        }
+        for h in self.accept.drain(..) {
             let _ = h.join();
         }
     }
 }
 
 /// HTTP/1.1 keep-alive: Prometheus reuses one connection per target.
-fn serve_connection(mut stream: TcpStream, state: &ExporterState) -> anyhow::Result<()> {
+fn serve_connection(
+    mut stream: TcpStream,
+    node: usize,
+    connection: u64,
+    state: &ExporterState,
+) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(4096);
     let mut body = String::new();
@@ -117,19 +143,24 @@ fn serve_connection(mut stream: TcpStream, state: &ExporterState) -> anyhow::Res
         buf.drain(..head_end);
         let path = head.split_whitespace().nth(1).unwrap_or("");
         body.clear();
-        let status = match path
-            .strip_prefix("/node/")
-            .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| state.nodes.get(i))
-        {
+        let status = match state.nodes.get(node).filter(|_| path == "/metrics") {
             Some(node) => {
                 let mut node = node.lock().unwrap_or_else(|p| p.into_inner());
-                let step = node.sim.step();
-                if step < state.steps {
-                    let ServedNode { sim, writer } = &mut *node;
-                    writer.write(sim, state.t0_ms + step as i64 * 1000, &mut body);
+                let ServedNode {
+                    sim,
+                    writer,
+                    pending_on,
+                } = &mut *node;
+                if *pending_on == Some(connection) {
+                    // Asked again on the connection that carried the step: it was read.
                     sim.advance();
                     state.served_steps.fetch_add(1, Ordering::Relaxed);
+                    *pending_on = None;
+                }
+                let step = sim.step();
+                if step < state.steps {
+                    writer.write(sim, state.t0_ms + step as i64 * 1000, &mut body);
+                    *pending_on = Some(connection);
                 }
                 "200 OK"
             }
@@ -152,12 +183,11 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts `binary` scraping `nodes` targets on `exporter` every `interval_ms`.
+    /// Starts `binary` scraping `targets` (node `i` on `targets[i]`) every `interval_ms`.
     pub fn start(
         binary: &Path,
         dir: &Path,
-        exporter: SocketAddr,
-        nodes: usize,
+        targets: &[SocketAddr],
         interval_ms: u64,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
@@ -166,10 +196,10 @@ impl Prometheus {
              scrape_configs:\n  - job_name: vigil-agent\n    honor_timestamps: true\n\
              \x20   static_configs:\n"
         );
-        for i in 0..nodes {
+        for (i, target) in targets.iter().enumerate() {
             let node = Fleet::node_name(i);
             config.push_str(&format!(
-                "      - targets: ['{exporter}']\n        labels: {{__metrics_path__: '/node/{i}', node: '{node}'}}\n"
+                "      - targets: ['{target}']\n        labels: {{node: '{node}'}}\n"
             ));
         }
         // `instance` and `node` name the node, as the collector labels OTLP resources.

@@ -535,8 +535,7 @@ fn prometheus_memory(
     let prometheus = Prometheus::start(
         &args.prometheus,
         &work.join("prometheus"),
-        exporter.addr,
-        nodes,
+        &exporter.addrs,
         args.scrape_interval_ms,
     )?;
     let version = Command::new(&args.prometheus)
@@ -599,6 +598,20 @@ fn prometheus_memory(
     if up != 1.0 {
         notes.push(format!("prometheus: min(up) = {up}: some scrapes failed"));
     }
+    let range = format!("[{}s]", started.elapsed().as_secs() + 60);
+    let failed = query_scalar(
+        prometheus.addr,
+        None,
+        &format!("sum(count_over_time(up{range})) - sum(sum_over_time(up{range}))"),
+        now_ms() as f64 / 1000.0,
+    );
+    notes.push(match failed {
+        Ok(Some(n)) => {
+            format!("prometheus: {n:.0} scrapes failed (timed out); their steps were served again")
+        }
+        Ok(None) => "prometheus: no up series".to_owned(),
+        Err(e) => format!("prometheus: counting failed scrapes: {e:#}"),
+    });
     let head_series = metric_sum(&metrics, "prometheus_tsdb_head_series");
     println!(
         "[prometheus memory] loaded in {load_secs:.0} s; head series {:.0}; min(up) {up}",
