@@ -257,15 +257,7 @@ impl AgentConfig {
 
     /// Parses TOML text; the error names the key, line and column.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| {
-            let mut message = e.message().to_owned();
-            if let Some(span) = e.span() {
-                let line = text[..span.start].matches('\n').count() + 1;
-                let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
-                message = format!("line {line}, column {column}: {message}");
-            }
-            message
-        })
+        vigil_proto::config::from_toml(text)
     }
 
     /// Checks what serde cannot: positive durations and regexes that compile.

@@ -3,9 +3,12 @@
 //! # Layout
 //! - [`metrics`]: a metric family as a source produces it (name, help, type, samples),
 //!   shared by the agent's snapshot and, later, the OTLP conversion.
+//! - [`config`]: the TOML parser of the daemons' config files, with line and column
+//!   in its errors.
 //! - [`exposition`]: Prometheus's text exposition formats — classic 0.0.4 and
 //!   OpenMetrics 1.0 (with counters' `_created` lines) — written from metric families.
 
+pub mod config;
 pub mod exposition;
 pub mod metrics;
 pub mod otlp;

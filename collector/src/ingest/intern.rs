@@ -9,40 +9,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use vigil_rules::promql::{Labels, LabelsBuilder, METRIC_NAME};
 
-/// FxHash's multiply-rotate step: the keys come from authenticated senders, so
-/// flooding resistance is not worth SipHash's cost on every sample.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-        let r = chunks.remainder();
-        let mut w = [0u8; 8];
-        w[..r.len()].copy_from_slice(r);
-        self.write_u64(u64::from_le_bytes(w) ^ ((r.len() as u64) << 59));
-    }
-
-    fn write_u64(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+pub(crate) use crate::store::FxBuild;
 
 struct Entry {
     labels: Labels,
@@ -221,11 +192,24 @@ impl SeriesCache {
 
     /// The interned label set of a series: `name` plus `pairs` (later pairs win over
     /// earlier ones of the same name, empty values are absent), or why it is refused.
+    #[cfg(test)]
     pub(crate) fn intern<'p>(
         &mut self,
         name: &str,
         pairs: impl Iterator<Item = (&'p str, &'p str)> + Clone,
         start_ms: Option<i64>,
+    ) -> Result<Interned, OverLimit> {
+        self.intern_with(name, pairs, start_ms, |l| l)
+    }
+
+    /// [`SeriesCache::intern`], with a new label set passed through `canonical` (the
+    /// store's [`crate::store::Store::canonical_labels`]) before it is cached.
+    pub(crate) fn intern_with<'p>(
+        &mut self,
+        name: &str,
+        pairs: impl Iterator<Item = (&'p str, &'p str)> + Clone,
+        start_ms: Option<i64>,
+        canonical: impl FnOnce(Labels) -> Labels,
     ) -> Result<Interned, OverLimit> {
         self.scratch.clear();
         push_field(&mut self.scratch, name);
@@ -250,7 +234,7 @@ impl SeriesCache {
             b.set(n, v);
         }
         b.set(METRIC_NAME, name);
-        let labels = b.build();
+        let labels = canonical(b.build());
         if self.map.len() >= self.max_entries {
             tracing::warn!(
                 entries = self.map.len(),

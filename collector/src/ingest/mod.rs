@@ -223,7 +223,12 @@ impl Ingest {
                     0
                 });
                 for s in &decoded.samples[res.samples.clone()] {
-                    let i = match cache.intern(decoded.name(s), decoded.labels(s), s.start_ms) {
+                    let i = match cache.intern_with(
+                        decoded.name(s),
+                        decoded.labels(s),
+                        s.start_ms,
+                        |l| self.store.canonical_labels(&l),
+                    ) {
                         Ok(i) => i,
                         Err(e) => {
                             over_limit += 1;

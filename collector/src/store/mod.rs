@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 pub use append::{AppendError, AppendReport, Rejection};
 pub use checkpoint::CheckpointReport;
+pub(crate) use hash::FxBuild;
 pub use query::TimeRange;
 pub use record::MalformedRecord;
 pub use retention::RetentionReport;
@@ -58,6 +59,7 @@ pub use wal::WalError;
 use postings::Index;
 use series::{MemSeries, SeriesData};
 use spill::{ChunkFiles, FileWriter};
+use vigil_rules::promql::Labels;
 
 type StringPool = std::collections::HashSet<Arc<str>>;
 
@@ -339,6 +341,17 @@ impl Store {
             chunk_files,
             opts,
         })
+    }
+
+    /// The label set the head holds (or will hold) for `labels`: the stored series'
+    /// own when it exists, else one made of the head's shared strings. A caller that
+    /// keeps label sets of its own (the ingest's series cache) keeps these, so the
+    /// strings and the set are not held twice.
+    pub fn canonical_labels(&self, labels: &Labels) -> Labels {
+        if let Some(s) = read(&self.index).get(labels) {
+            return s.labels.clone();
+        }
+        labels.interned(&mut lock(&self.writer).strings)
     }
 
     pub fn options(&self) -> &StoreOptions {

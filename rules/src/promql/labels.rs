@@ -151,21 +151,31 @@ impl Labels {
 
     /// The same set with every name and value replaced by the interned copy, so
     /// that a store holding many series shares one allocation per distinct string.
+    /// A set whose strings all are the pool's already is returned as it is (shared,
+    /// not copied), so a caller that built it from the pool holds the store's copy.
     pub fn interned(&self, pool: &mut std::collections::HashSet<Arc<str>>) -> Labels {
+        let mut copied = false;
         let mut intern = |s: &Arc<str>| match pool.get(s) {
-            Some(x) => Arc::clone(x),
+            Some(x) => {
+                copied |= !Arc::ptr_eq(x, s);
+                Arc::clone(x)
+            }
             None => {
                 pool.insert(Arc::clone(s));
                 Arc::clone(s)
             }
         };
-        let pairs = self
+        let pairs: Vec<Pair> = self
             .0
             .pairs
             .iter()
             .map(|(n, v)| (intern(n), intern(v)))
             .collect();
-        Labels::from_sorted(pairs)
+        if copied {
+            Labels::from_sorted(pairs)
+        } else {
+            self.clone()
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
