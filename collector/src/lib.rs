@@ -22,6 +22,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod notify;
 pub mod registry;
 pub mod store;
 
