@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::ingest::LabelLimits;
 use crate::store::StoreOptions;
+use crate::tls::TlsConfig;
 
 /// The commented `collector.toml` that `--print-default-config` prints. A test parses it
 /// and checks that it equals [`CollectorConfig::default`], so the two cannot drift.
@@ -31,6 +32,12 @@ pub struct CollectorConfig {
     pub otlp_http: SocketAddr,
     /// Bearer tokens senders must present; empty accepts unauthenticated senders.
     pub token_file: PathBuf,
+    /// `ROLE TOKEN` lines for the HTTP API (see [`crate::auth`]); empty: open API.
+    pub api_token_file: PathBuf,
+    /// Allows a listener without tokens on a non-loopback address.
+    pub insecure: bool,
+    /// Certificates for all three listeners; empty: plain TCP.
+    pub tls: TlsConfig,
     pub retention_hours: f64,
     /// How far behind a series' newest sample a late sample is still inserted.
     pub out_of_order_window_secs: f64,
@@ -46,6 +53,7 @@ pub struct CollectorConfig {
     /// `/metrics` also exposes the latest value of every stored series.
     pub fleet_metrics: bool,
     pub query: QueryConfig,
+    pub alerting: AlertingConfig,
 }
 
 impl Default for CollectorConfig {
@@ -56,6 +64,9 @@ impl Default for CollectorConfig {
             otlp_grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
             otlp_http: SocketAddr::from(([0, 0, 0, 0], 4318)),
             token_file: PathBuf::new(),
+            api_token_file: PathBuf::new(),
+            insecure: false,
+            tls: TlsConfig::default(),
             retention_hours: 24.0,
             out_of_order_window_secs: 300.0,
             max_request_bytes: 16 << 20,
@@ -64,6 +75,7 @@ impl Default for CollectorConfig {
             max_label_value_bytes: LabelLimits::default().max_label_value_bytes,
             fleet_metrics: false,
             query: QueryConfig::default(),
+            alerting: AlertingConfig::default(),
         }
     }
 }
@@ -89,6 +101,50 @@ impl Default for QueryConfig {
             max_samples: 50_000_000,
             lookback_delta_secs: 300.0,
             max_concurrency: 20,
+        }
+    }
+}
+
+/// Rule evaluation and notifications, named after Prometheus's and Alertmanager's
+/// settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Rule files or folders (`--rules`); a folder means its `*.yml` and `*.yaml`
+    /// files. Empty: the default GPU and node packs built into the binary.
+    pub rule_files: Vec<PathBuf>,
+    /// Alertmanager configuration file (`--alertmanager-config`); empty: alerts are
+    /// evaluated and kept in the history, but nobody is notified.
+    pub alertmanager_config: PathBuf,
+    /// Interval of a rule group that names none (`global.evaluation_interval`).
+    pub evaluation_interval_secs: f64,
+    /// Base of the alerts' generator URLs; empty: `http://<host name>:<listen port>`.
+    pub external_url: String,
+    /// An unchanged firing alert is sent to the notifier again after this long
+    /// (`--rules.alert.resend-delay`).
+    pub resend_delay_secs: f64,
+    /// `for` state older than this is not restored after a restart
+    /// (`--rules.alert.for-outage-tolerance`).
+    pub for_outage_tolerance_secs: f64,
+    /// Least time an alert with `for` waits after a restart before it fires again
+    /// (`--rules.alert.for-grace-period`); shorter `for` durations are not restored.
+    pub for_grace_period_secs: f64,
+    /// Disk budget of the alert history in `<data_dir>/alerts/`; the oldest events go
+    /// first.
+    pub history_max_bytes: u64,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        Self {
+            rule_files: Vec::new(),
+            alertmanager_config: PathBuf::new(),
+            evaluation_interval_secs: 15.0,
+            external_url: String::new(),
+            resend_delay_secs: 60.0,
+            for_outage_tolerance_secs: 3600.0,
+            for_grace_period_secs: 600.0,
+            history_max_bytes: 64 << 20,
         }
     }
 }
@@ -146,6 +202,38 @@ impl CollectorConfig {
         positive("retention_hours", self.retention_hours)?;
         positive("query.timeout_secs", self.query.timeout_secs)?;
         positive("query.lookback_delta_secs", self.query.lookback_delta_secs)?;
+        positive(
+            "alerting.evaluation_interval_secs",
+            self.alerting.evaluation_interval_secs,
+        )?;
+        positive(
+            "alerting.resend_delay_secs",
+            self.alerting.resend_delay_secs,
+        )?;
+        positive(
+            "alerting.for_outage_tolerance_secs",
+            self.alerting.for_outage_tolerance_secs,
+        )?;
+        if !(self.alerting.for_grace_period_secs >= 0.0
+            && self.alerting.for_grace_period_secs.is_finite())
+        {
+            return Err(ConfigError::Invalid {
+                field: "alerting.for_grace_period_secs",
+                message: format!(
+                    "must be 0 or a positive finite number, got {}",
+                    self.alerting.for_grace_period_secs
+                ),
+            });
+        }
+        if self.alerting.history_max_bytes < 4096 {
+            return Err(ConfigError::Invalid {
+                field: "alerting.history_max_bytes",
+                message: format!(
+                    "must be at least 4096, got {}",
+                    self.alerting.history_max_bytes
+                ),
+            });
+        }
         if !(self.out_of_order_window_secs >= 0.0 && self.out_of_order_window_secs.is_finite()) {
             return Err(ConfigError::Invalid {
                 field: "out_of_order_window_secs",

@@ -15,12 +15,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
 use vigil_proto::exposition::{self, Format};
 use vigil_proto::{MetricFamily, MetricKind};
 
 use crate::api::{self, Queries};
+use crate::auth::{self, ApiAuth};
 use crate::store::{Store, StoreStats};
+use crate::tls::Incoming;
 
 /// Something that reports metric families on the collector's own `/metrics`.
 pub trait MetricSource: Send + Sync {
@@ -36,6 +37,12 @@ pub trait NodeSource: Send + Sync {
 impl MetricSource for crate::ingest::Ingest {
     fn metric_families(&self) -> Vec<MetricFamily> {
         crate::ingest::Ingest::metric_families(self)
+    }
+}
+
+impl MetricSource for crate::notify::dispatch::Notifier {
+    fn metric_families(&self) -> Vec<MetricFamily> {
+        crate::notify::dispatch::Notifier::metric_families(self)
     }
 }
 
@@ -61,6 +68,12 @@ pub struct AppState {
     fleet_metrics: bool,
     sources: RwLock<Vec<Arc<dyn MetricSource>>>,
     node_source: OnceLock<Arc<dyn NodeSource>>,
+    /// The rule evaluator: `/api/v1/rules`, `/api/v1/alerts`, the alert history.
+    alerting: OnceLock<Arc<crate::alerting::Evaluator>>,
+    /// Who may call what; applied as one layer over every route (see [`crate::auth`]).
+    api_auth: Arc<ApiAuth>,
+    /// Silences and notification status, when the notifier runs.
+    notifier: Option<Arc<crate::notify::dispatch::Notifier>>,
 }
 
 impl AppState {
@@ -71,7 +84,22 @@ impl AppState {
             fleet_metrics,
             sources: RwLock::new(Vec::new()),
             node_source: OnceLock::new(),
+            alerting: OnceLock::new(),
+            api_auth: Arc::new(ApiAuth::open()),
+            notifier: None,
         }
+    }
+
+    /// Requires the API's tokens (the default is an open API).
+    /// Serves the notifier's silences and notification status.
+    pub fn with_notifier(mut self, notifier: Arc<crate::notify::dispatch::Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn with_api_auth(mut self, auth: ApiAuth) -> Self {
+        self.api_auth = Arc::new(auth);
+        self
     }
 
     /// Marks the collector ready: from now on queries read `store`.
@@ -96,6 +124,15 @@ impl AppState {
         let _ = self.node_source.set(source);
     }
 
+    /// Serves the evaluator's rules, alerts and history from now on.
+    pub fn set_alerting(&self, evaluator: Arc<crate::alerting::Evaluator>) {
+        let _ = self.alerting.set(evaluator);
+    }
+
+    pub fn alerting(&self) -> Option<Arc<crate::alerting::Evaluator>> {
+        self.alerting.get().cloned()
+    }
+
     pub(crate) fn nodes(&self) -> serde_json::Value {
         self.node_source
             .get()
@@ -103,9 +140,10 @@ impl AppState {
     }
 }
 
-/// Serves the HTTP API on `listener` until `shutdown` resolves.
+/// Serves the HTTP API on `listener` (plain TCP or TLS) until `shutdown` resolves.
+/// Every route passes [`auth::require`] first, so a handler never checks a token.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Incoming>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -114,8 +152,21 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::routes())
+        .merge(crate::alerting::api::routes())
+        .merge(
+            state
+                .notifier
+                .clone()
+                .map(crate::notify::api::routes)
+                .unwrap_or_default(),
+        )
+        // Keep this layer after every route and merge: it covers only what is above.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.api_auth),
+            auth::require,
+        ))
         .with_state(state);
-    axum::serve(listener, app)
+    axum::serve(listener.into().into_listener()?, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -15,16 +15,25 @@
 //!   `vigil_node_up`.
 //! - [`http`]: the HTTP server — `/healthz`, `/readyz`, `/metrics` (own metrics, and
 //!   optionally the fleet's latest values) — around [`api`].
+//! - [`auth`]: the API's read and admin tokens, one layer over every route, and the
+//!   refusal to listen on a non-loopback address without a token.
+//! - [`tls`]: certificates from files and the TLS listeners every server takes.
+//! - [`alerting`]: rule evaluation (recording and alerting rules on their intervals,
+//!   reloads), `/api/v1/rules`, `/api/v1/alerts` and the durable alert history.
+//! - [`notify`]: notifications with Alertmanager's semantics.
 //! - [`api`]: Prometheus's query API (`/api/v1/query`, `query_range`, `series`,
 //!   `labels`, `label/<name>/values`, ...) evaluated by vigil-rules' engine.
 
+pub mod alerting;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod notify;
 pub mod registry;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -64,6 +73,20 @@ pub enum CollectorError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Tokens(#[from] ingest::TokensError),
+    #[error(transparent)]
+    ApiTokens(#[from] auth::ApiTokensError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Exposure(#[from] auth::ExposureError),
+    #[error("reading a listener's address: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("loading the rule files:\n{0}")]
+    Rules(#[from] alerting::LoadError),
+    #[error(transparent)]
+    History(#[from] alerting::HistoryError),
+    #[error("{0}")]
+    Notifier(String),
     #[error("opening the fleet registry: {0}")]
     Registry(#[from] registry::RegistryError),
     #[error("opening the store in {path}: {source}")]
@@ -105,13 +128,73 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
+    run_with(config, listeners, shutdown, RunOptions::default()).await
+}
+
+/// What a caller may hand [`run_with`] besides the configuration.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Receives the evaluator's alerts instead of the notifier built from
+    /// `alerting.alertmanager_config` (tests use a channel).
+    pub alert_sink: Option<Arc<dyn notify::AlertSink>>,
+    /// Notified to reload the rule files (`main.rs` does so on SIGHUP).
+    pub reload_rules: Option<Arc<tokio::sync::Notify>>,
+    /// Notified to re-read `alerting.alertmanager_config` (`main.rs`: SIGHUP too).
+    pub reload_alertmanager: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// [`run`], with an alert sink or a reload trigger from the caller.
+pub async fn run_with(
+    config: CollectorConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: RunOptions,
+) -> Result<(), CollectorError> {
     config.validate()?;
+    // Bad rule files stop the start, as they stop Prometheus's.
+    let alerting_opts = alerting::AlertingOptions::from_config(&config);
+    let rule_groups = alerting::load_rules(&alerting_opts).await?;
+    let history = alerting::open_history(&config).await?;
+    // The Alertmanager configuration too: a bad file names every problem and stops the
+    // start before anything listens.
+    let alertmanager = match &options.alert_sink {
+        None if !config.alerting.alertmanager_config.as_os_str().is_empty() => {
+            let path = config.alerting.alertmanager_config.clone();
+            let loaded = tokio::task::spawn_blocking(move || notify::config::load(&path)).await?;
+            Some(loaded.map_err(|errs| {
+                CollectorError::Notifier(
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            })?)
+        }
+        _ => None,
+    };
     let tokens = if config.token_file.as_os_str().is_empty() {
         tracing::warn!("no token file: OTLP senders are accepted without authentication");
         None
     } else {
         Some(Tokens::from_file(&config.token_file)?)
     };
+    let api_auth = auth::ApiAuth::from_file(&config.api_token_file)?;
+    if api_auth.is_open() {
+        tracing::warn!("no API token file: the HTTP API is open to anyone who reaches it");
+    }
+    let addr = |l: &TcpListener| l.local_addr().map_err(CollectorError::Listener);
+    auth::check_exposure(
+        &[
+            (addr(&listeners.http)?, "--listen", !api_auth.is_open()),
+            (addr(&listeners.otlp_grpc)?, "--otlp-grpc", tokens.is_some()),
+            (addr(&listeners.otlp_http)?, "--otlp-http", tokens.is_some()),
+        ],
+        config.insecure,
+    )?;
+    let server_tls = tls::ServerTls::from_config(&config.tls)?;
+    if let Some(t) = &server_tls {
+        tracing::info!(mutual = t.mutual(), "TLS on every listener");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     {
@@ -122,14 +205,46 @@ pub async fn run(
         });
     }
 
-    let state = Arc::new(AppState::new(
-        api::Queries::new(&config.query),
-        config.fleet_metrics,
-    ));
+    // ---- Notifier wiring: the one place the alert sink is chosen. ----
+    // A sink from the caller wins. Otherwise the notifier runs with the file's routes
+    // and receivers, or without a file with a route to a receiver that has no
+    // integrations: alerts are still grouped, silenced and recorded in the history, and
+    // silences can be set before any receiver is configured. It starts before the HTTP
+    // server so that `/api/v1/silences` is served from the first request.
+    let mut notifier = None;
+    let alert_sink: Option<Arc<dyn notify::AlertSink>> = match options.alert_sink {
+        Some(sink) => Some(sink),
+        None => {
+            let am =
+                alertmanager.unwrap_or_else(notify::config::AlertmanagerConfig::default_config);
+            let mut notify_opts = notify::dispatch::NotifierOptions::new(&config.data_dir);
+            notify_opts.external_url = alerting_opts.group.external_url.clone();
+            notify_opts.history = Some(Arc::clone(&history) as Arc<dyn notify::HistorySink>);
+            let n = notify::dispatch::Notifier::start(am, notify_opts, stopped(stop_rx.clone()))
+                .map_err(|e| CollectorError::Notifier(format!("starting the notifier: {e}")))?;
+            notifier = Some(Arc::clone(&n));
+            Some(n as Arc<dyn notify::AlertSink>)
+        }
+    };
+    let mut app_state = AppState::new(api::Queries::new(&config.query), config.fleet_metrics)
+        .with_api_auth(api_auth);
+    if let Some(n) = &notifier {
+        app_state = app_state.with_notifier(Arc::clone(n));
+        app_state.add_metric_source(Arc::clone(n) as Arc<dyn http::MetricSource>);
+        if let Some(reload) = options.reload_alertmanager.clone() {
+            tokio::spawn(reload_alertmanager(
+                config.alerting.alertmanager_config.clone(),
+                Arc::clone(n),
+                reload,
+                stopped(stop_rx.clone()),
+            ));
+        }
+    }
+    let state = Arc::new(app_state);
     let mut servers = tokio::task::JoinSet::new();
     {
         let (state, stop) = (Arc::clone(&state), stopped(stop_rx.clone()));
-        let listener = listeners.http;
+        let listener = tls::Incoming::new(listeners.http, server_tls.as_ref(), tls::Alpn::Http1);
         servers.spawn(async move { ("http", http::serve(listener, state, stop).await) });
     }
 
@@ -169,13 +284,22 @@ pub async fn run(
             ..IngestOptions::default()
         },
     ));
+    let evaluator = alerting::Evaluator::new(
+        alerting_opts,
+        Arc::clone(&store),
+        Arc::clone(&history),
+        alert_sink,
+        rule_groups,
+    );
+    state.add_metric_source(Arc::clone(&evaluator) as Arc<dyn http::MetricSource>);
+    state.set_alerting(Arc::clone(&evaluator));
     state.add_metric_source(Arc::clone(&ingest) as Arc<dyn http::MetricSource>);
     state.add_metric_source(Arc::clone(&registry) as Arc<dyn http::MetricSource>);
     state.set_node_source(Arc::clone(&registry) as Arc<dyn http::NodeSource>);
     state.set_store(Arc::clone(&store));
     {
         let (ingest, stop) = (Arc::clone(&ingest), stopped(stop_rx.clone()));
-        let listener = listeners.otlp_grpc;
+        let listener = tls::Incoming::new(listeners.otlp_grpc, server_tls.as_ref(), tls::Alpn::H2);
         servers.spawn(async move {
             (
                 "otlp grpc",
@@ -185,7 +309,8 @@ pub async fn run(
     }
     {
         let (ingest, stop) = (Arc::clone(&ingest), stopped(stop_rx.clone()));
-        let listener = listeners.otlp_http;
+        let listener =
+            tls::Incoming::new(listeners.otlp_http, server_tls.as_ref(), tls::Alpn::Http1);
         servers.spawn(async move {
             (
                 "otlp http",
@@ -200,6 +325,10 @@ pub async fn run(
         "collector ready"
     );
 
+    let rules = tokio::spawn(Arc::clone(&evaluator).run(
+        options.reload_rules.unwrap_or_default(),
+        stopped(stop_rx.clone()),
+    ));
     let maintenance = tokio::spawn(maintain(Arc::clone(&store), stopped(stop_rx.clone())));
     let node_up = tokio::spawn(write_node_up(
         Arc::clone(&registry),
@@ -235,10 +364,16 @@ pub async fn run(
             failure.get_or_insert(CollectorError::Server { server, source });
         }
     }
+    rules.await?;
+    if let Some(n) = &notifier {
+        // Its state written a last time, after the evaluator's last alerts.
+        n.shutdown().await;
+    }
     maintenance.await?;
     node_up.await?;
     let final_store = Arc::clone(&store);
     tokio::task::spawn_blocking(move || {
+        history.close();
         if let Err(e) = registry.save() {
             tracing::warn!(error = %e, "saving the fleet registry at shutdown failed");
         }
@@ -248,6 +383,52 @@ pub async fn run(
     .map_err(CollectorError::FinalSync)?;
     tracing::info!("collector stopped; store synced");
     failure.map_or(Ok(()), Err)
+}
+
+/// Re-reads the Alertmanager configuration file each time `reload` is notified, as
+/// Alertmanager does on SIGHUP. A file with errors keeps the running configuration and
+/// logs every problem; without a file there is nothing to re-read.
+async fn reload_alertmanager(
+    path: PathBuf,
+    notifier: Arc<notify::dispatch::Notifier>,
+    reload: Arc<tokio::sync::Notify>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = reload.notified() => {}
+        }
+        if path.as_os_str().is_empty() {
+            tracing::info!("no Alertmanager configuration file to reload");
+            continue;
+        }
+        let file = path.clone();
+        let loaded = match tokio::task::spawn_blocking(move || notify::config::load(&file)).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the Alertmanager configuration failed");
+                continue;
+            }
+        };
+        match loaded {
+            Ok(config) => match notifier.reload(config) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "Alertmanager configuration reloaded")
+                }
+                Err(e) => tracing::error!(file = %path.display(), error = %e,
+                    "the new Alertmanager configuration was not applied; keeping the running one"),
+            },
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "invalid Alertmanager configuration");
+                }
+                tracing::error!(file = %path.display(), problems = errors.len(),
+                    "keeping the running Alertmanager configuration");
+            }
+        }
+    }
 }
 
 /// Retention every [`MAINTENANCE_INTERVAL`] on a blocking thread; the store writes a

@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use vigil_collector::config::{CollectorConfig, DEFAULT_CONFIG_TOML};
-use vigil_collector::{Listeners, run};
+use vigil_collector::{Listeners, RunOptions, run_with};
 
 /// Vigil's collector: OTLP ingest, metric store and Prometheus query API.
 #[derive(Debug, Parser)]
@@ -31,15 +32,41 @@ struct Flags {
     /// Address of the OTLP HTTP receiver [default: 0.0.0.0:4318].
     #[arg(long, value_name = "ADDR")]
     otlp_http: Option<SocketAddr>,
-    /// File of bearer tokens senders must present, one per line.
+    /// File of bearer tokens OTLP senders must present, one per line (`TOKEN` for the
+    /// fleet, `node=NAME TOKEN` for one node).
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
+    /// File of HTTP API tokens, one `read TOKEN` or `admin TOKEN` per line.
+    #[arg(long, value_name = "PATH")]
+    api_token_file: Option<PathBuf>,
+    /// Listen on non-loopback addresses even without token files.
+    #[arg(long)]
+    insecure: bool,
+    /// PEM certificate chain: TLS on every listener.
+    #[arg(long, value_name = "PATH")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "PATH")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: peers must present a certificate signed by one (mTLS).
+    #[arg(long, value_name = "PATH")]
+    tls_client_ca_file: Option<PathBuf>,
     /// How long samples are kept, in Prometheus's notation (24h, 7d) [default: 24h].
     #[arg(long, value_name = "DURATION", value_parser = parse_retention_hours)]
     retention: Option<f64>,
     /// Also expose the latest value of every fleet series on /metrics.
     #[arg(long)]
     fleet_metrics: bool,
+    /// Rule file or folder of rule files (*.yml, *.yaml); repeatable. Reloaded on
+    /// change and on SIGHUP [default: the built-in GPU and node packs].
+    #[arg(long = "rules", value_name = "PATH")]
+    rules: Vec<PathBuf>,
+    /// Alertmanager configuration file: routes, receivers, inhibit rules.
+    #[arg(long, value_name = "PATH")]
+    alertmanager_config: Option<PathBuf>,
+    /// Base of the alerts' generator URLs [default: http://<host name>:<listen port>].
+    #[arg(long, value_name = "URL")]
+    external_url: Option<String>,
 }
 
 fn parse_retention_hours(s: &str) -> Result<f64, String> {
@@ -71,11 +98,35 @@ impl Flags {
         if let Some(v) = self.token_file {
             config.token_file = v;
         }
+        if let Some(v) = self.api_token_file {
+            config.api_token_file = v;
+        }
+        if self.insecure {
+            config.insecure = true;
+        }
+        if let Some(v) = self.tls_cert_file {
+            config.tls.cert_file = v;
+        }
+        if let Some(v) = self.tls_key_file {
+            config.tls.key_file = v;
+        }
+        if let Some(v) = self.tls_client_ca_file {
+            config.tls.client_ca_file = v;
+        }
         if let Some(v) = self.retention {
             config.retention_hours = v;
         }
         if self.fleet_metrics {
             config.fleet_metrics = true;
+        }
+        if !self.rules.is_empty() {
+            config.alerting.rule_files = self.rules;
+        }
+        if let Some(v) = self.alertmanager_config {
+            config.alerting.alertmanager_config = v;
+        }
+        if let Some(v) = self.external_url {
+            config.alerting.external_url = v;
         }
         config.validate()?;
         Ok(config)
@@ -124,9 +175,40 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
             otlp_grpc: bind(config.otlp_grpc, "--otlp-grpc").await?,
             otlp_http: bind(config.otlp_http, "--otlp-http").await?,
         };
-        run(config, listeners, shutdown_signal()).await?;
+        let reload_rules = Arc::new(tokio::sync::Notify::new());
+        let reload_alertmanager = Arc::new(tokio::sync::Notify::new());
+        reload_on_sighup([Arc::clone(&reload_rules), Arc::clone(&reload_alertmanager)])?;
+        let options = RunOptions {
+            reload_rules: Some(reload_rules),
+            reload_alertmanager: Some(reload_alertmanager),
+            ..RunOptions::default()
+        };
+        run_with(config, listeners, shutdown_signal(), options).await?;
         Ok(())
     })
+}
+
+/// SIGHUP reloads the rule files and the Alertmanager configuration, as it makes
+/// Prometheus and Alertmanager reload theirs.
+fn reload_on_sighup(reload: [Arc<tokio::sync::Notify>; 2]) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("watching SIGHUP")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(
+                    "SIGHUP: reloading the rule files and the Alertmanager configuration"
+                );
+                for r in &reload {
+                    r.notify_one();
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
+    Ok(())
 }
 
 /// SIGTERM or SIGINT: `run` then drains its servers and syncs the store.

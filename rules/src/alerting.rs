@@ -114,6 +114,14 @@ impl AlertingRule {
         v
     }
 
+    /// Takes over `other`'s active alerts (a reload keeps the state of a rule that
+    /// still exists).
+    pub(crate) fn copy_active_from(&mut self, other: &AlertingRule) {
+        for (k, a) in &other.active {
+            self.active.insert(k.clone(), a.clone());
+        }
+    }
+
     pub(crate) fn alerts_mut(&mut self) -> impl Iterator<Item = &mut Alert> {
         self.active.values_mut()
     }

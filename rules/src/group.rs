@@ -79,6 +79,23 @@ pub struct GroupResult {
     pub samples: Vec<InstantSample>,
     pub transitions: Vec<AlertTransition>,
     pub errors: Vec<RuleEvalError>,
+    /// One entry per rule, in the group's order: what `/api/v1/rules` reports as each
+    /// rule's `evaluationTime`, `health` and `lastError`.
+    pub rule_outcomes: Vec<RuleOutcome>,
+}
+
+/// How one rule's evaluation went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleOutcome {
+    pub eval_seconds: f64,
+    pub error: Option<String>,
+}
+
+/// One rule of a group, as callers list it (`/api/v1/rules`).
+#[derive(Debug, Clone, Copy)]
+pub enum RuleRef<'a> {
+    Recording(&'a Rule),
+    Alerting(&'a AlertingRule),
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +306,57 @@ impl Group {
         })
     }
 
+    /// Every rule, in file order.
+    pub fn rules(&self) -> impl Iterator<Item = RuleRef<'_>> {
+        self.rules.iter().map(|r| match r {
+            GroupRule::Recording(r) => RuleRef::Recording(r),
+            GroupRule::Alerting(a) => RuleRef::Alerting(a),
+        })
+    }
+
+    /// The series the last evaluation wrote: what a caller marks stale when it drops
+    /// the group (Prometheus does so when a reload removes a group).
+    pub fn previous_series(&self) -> Vec<Labels> {
+        let mut v: Vec<Labels> = self.previous_series.iter().flatten().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Prometheus's `Group.CopyState`, for a reload: each rule that also exists in `old`
+    /// (same kind, name and labels, matched in order) takes over its previous series
+    /// and, for alerting rules, its active alerts. Returns the series of `old`'s rules
+    /// that have no match here, which the caller marks stale.
+    pub fn copy_state_from(&mut self, old: &Group) -> Vec<Labels> {
+        fn key(r: &GroupRule) -> (bool, &str, &[(String, String)]) {
+            match r {
+                GroupRule::Recording(r) => (false, &r.name, &r.labels),
+                GroupRule::Alerting(a) => (true, &a.rule.name, &a.rule.labels),
+            }
+        }
+        let mut unmatched: Vec<bool> = vec![true; old.rules.len()];
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            let Some(fi) =
+                (0..old.rules.len()).find(|&fi| unmatched[fi] && key(&old.rules[fi]) == key(rule))
+            else {
+                continue;
+            };
+            unmatched[fi] = false;
+            self.previous_series[i] = old.previous_series[fi].clone();
+            if let (GroupRule::Alerting(new), GroupRule::Alerting(from)) = (rule, &old.rules[fi]) {
+                new.copy_active_from(from);
+            }
+        }
+        self.evaluations = self.evaluations.max(old.evaluations);
+        let mut gone: Vec<Labels> = unmatched
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| **u)
+            .flat_map(|(fi, _)| old.previous_series[fi].iter().cloned())
+            .collect();
+        gone.sort();
+        gone
+    }
+
     /// Marks every alerting rule restored, so alert series are written from now on
     /// (what promtool's unit tests do before the first evaluation).
     pub fn set_restored(&mut self) {
@@ -307,6 +375,7 @@ impl Group {
         let (limit, offset) = (self.limit, self.query_offset_ms);
         let external_url = self.opts.external_url.clone();
         for (i, rule) in self.rules.iter_mut().enumerate() {
+            let started = std::time::Instant::now();
             let overlay = Overlay {
                 base: storage,
                 fresh: &fresh,
@@ -401,6 +470,10 @@ impl Group {
             let samples = match out {
                 Ok(s) => s,
                 Err(error) => {
+                    res.rule_outcomes.push(RuleOutcome {
+                        eval_seconds: started.elapsed().as_secs_f64(),
+                        error: Some(error.clone()),
+                    });
                     res.errors.push(RuleEvalError {
                         rule: name.clone(),
                         error,
@@ -425,6 +498,10 @@ impl Group {
                 });
             }
             self.previous_series[i] = returned;
+            res.rule_outcomes.push(RuleOutcome {
+                eval_seconds: started.elapsed().as_secs_f64(),
+                error: None,
+            });
         }
         self.evaluations += 1;
         // Prometheus restores after the second evaluation, once recording rules that

@@ -1,7 +1,10 @@
-//! Bearer-token authentication for the OTLP receivers: a fleet token file, one token
-//! per line.
+//! Bearer-token authentication for the OTLP receivers: a token file, one token per
+//! line. A bare `TOKEN` is a fleet token (any node may send with it); a line
+//! `node=NAME TOKEN` is a per-node token, with which only data whose resource says
+//! `host.name = NAME` is accepted, so one stolen node token cannot speak for the fleet.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a token file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +25,22 @@ pub enum TokensError {
     Empty { path: PathBuf },
 }
 
+/// Who a request comes from, as its token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No tokens configured, or a fleet token: data for any node.
+    Fleet,
+    /// A per-node token: data for this node only.
+    Node(Arc<str>),
+}
+
+/// One accepted token and the node it is bound to, if any.
+type Entry = (Box<[u8]>, Option<Arc<str>>);
+
 /// The accepted bearer tokens.
 #[derive(Clone)]
 pub struct Tokens {
-    tokens: Vec<Box<[u8]>>,
+    tokens: Vec<Entry>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -56,13 +71,20 @@ impl Tokens {
                 line: i + 1,
                 reason,
             };
-            if line.chars().any(char::is_whitespace) {
+            let (node, token) = match line.strip_prefix("node=") {
+                Some(rest) => match rest.split_once(char::is_whitespace) {
+                    Some((node, token)) if !node.is_empty() => (Some(node.into()), token.trim()),
+                    _ => return Err(invalid("expected `node=NAME TOKEN`")),
+                },
+                None => (None, line),
+            };
+            if token.chars().any(char::is_whitespace) {
                 return Err(invalid("a token must not contain whitespace"));
             }
-            if !line.chars().all(|c| c.is_ascii_graphic()) {
+            if !token.chars().all(|c| c.is_ascii_graphic()) {
                 return Err(invalid("a token must be printable ASCII"));
             }
-            tokens.push(line.as_bytes().into());
+            tokens.push((token.as_bytes().into(), node));
         }
         if tokens.is_empty() {
             return Err(TokensError::Empty {
@@ -77,27 +99,36 @@ impl Tokens {
         Tokens {
             tokens: tokens
                 .into_iter()
-                .map(|t| t.as_ref().as_bytes().into())
+                .map(|t| (t.as_ref().as_bytes().into(), None))
                 .collect(),
         }
     }
 
-    /// True when `authorization` is `Bearer <token>` with a known token. Every known
-    /// token is compared in full, so timing tells nothing about which bytes matched.
+    /// True when `authorization` is `Bearer <token>` with a known token.
     pub fn check(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(presented) = authorization.and_then(bearer) else {
-            return false;
-        };
-        let mut ok = false;
-        for t in &self.tokens {
-            ok |= constant_time_eq(t, presented);
+        self.principal(authorization).is_some()
+    }
+
+    /// Who `authorization` (`Bearer <token>`) speaks for; `None` for no or an unknown
+    /// token. Every known token is compared in full, so timing tells nothing about
+    /// which bytes matched.
+    pub fn principal(&self, authorization: Option<&[u8]>) -> Option<Principal> {
+        let presented = authorization.and_then(bearer)?;
+        let mut found = None;
+        for (t, node) in &self.tokens {
+            if constant_time_eq(t, presented) && found.is_none() {
+                found = Some(match node {
+                    Some(n) => Principal::Node(Arc::clone(n)),
+                    None => Principal::Fleet,
+                });
+            }
         }
-        ok
+        found
     }
 }
 
 /// The token of a `Bearer` credential (scheme case-insensitive, RFC 7235).
-fn bearer(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
         return None;
@@ -106,7 +137,7 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -132,6 +163,23 @@ mod tests {
         assert!(!t.check(Some(b"Bearer")));
         assert!(!t.check(None));
         assert_eq!(format!("{t:?}"), "Tokens(2 tokens)");
+    }
+
+    #[test]
+    fn per_node_tokens_bind_a_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens");
+        std::fs::write(&p, "fleet-1\nnode=gpu-07 n7-secret\n").unwrap();
+        let t = Tokens::from_file(&p).unwrap();
+        assert_eq!(t.principal(Some(b"Bearer fleet-1")), Some(Principal::Fleet));
+        assert_eq!(
+            t.principal(Some(b"Bearer n7-secret")),
+            Some(Principal::Node("gpu-07".into()))
+        );
+        assert_eq!(t.principal(Some(b"Bearer gpu-07")), None);
+        std::fs::write(&p, "node=gpu-07\n").unwrap();
+        let e = Tokens::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("node=NAME TOKEN"), "{e}");
     }
 
     #[test]

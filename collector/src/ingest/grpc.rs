@@ -19,15 +19,15 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use prost::Message;
 
-use tokio::net::TcpListener;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, Service as TowerService, StdError, http};
 use tonic::server::{NamedService, UnaryService};
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use vigil_proto::otlp::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
 
-use super::{Exported, Ingest, IngestError, Outcome, Protocol};
+use crate::tls::Incoming;
+
+use super::{Exported, Ingest, IngestError, Outcome, Principal, Protocol};
 
 /// The OTLP answer to a stored request: `partial_success` only when something was
 /// refused.
@@ -138,8 +138,15 @@ impl UnaryService<Bytes> for Export {
         let ingest = Arc::clone(&self.ingest);
         Box::pin(async move {
             let started = Instant::now();
+            // The interceptor put the token's principal there; without tokens it is
+            // the fleet.
+            let principal = request
+                .extensions()
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or(Principal::Fleet);
             let body = request.into_inner();
-            match ingest.export_protobuf(body).await {
+            match ingest.export_protobuf_as(body, principal).await {
                 Ok(e) => {
                     let outcome = if e.rejected > 0 {
                         Outcome::Partial
@@ -148,6 +155,10 @@ impl UnaryService<Bytes> for Export {
                     };
                     ingest.record(Protocol::Grpc, outcome, started);
                     Ok(Response::new(response(&e)))
+                }
+                Err(e @ IngestError::WrongNode { .. }) => {
+                    ingest.record(Protocol::Grpc, Outcome::Forbidden, started);
+                    Err(Status::permission_denied(e.to_string()))
                 }
                 Err(IngestError::Malformed(e)) => {
                     ingest.record(Protocol::Grpc, Outcome::Malformed, started);
@@ -165,17 +176,19 @@ impl UnaryService<Bytes> for Export {
     }
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves; in-flight requests finish.
+/// Serves OTLP/gRPC on `listener` (plain TCP or TLS) until `shutdown` resolves;
+/// in-flight requests finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Incoming>,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let auth = Arc::clone(&ingest);
     let counted = Arc::clone(&ingest);
-    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+    let check = move |mut req: Request<()>| -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
-        if auth.authorize(header) {
+        if let Some(principal) = auth.authenticate(header) {
+            req.extensions_mut().insert(principal);
             Ok(req)
         } else {
             auth.record(Protocol::Grpc, Outcome::Unauthenticated, Instant::now());
@@ -191,7 +204,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(listener.into().into_stream(), shutdown)
         .await
         .map_err(std::io::Error::other)
 }

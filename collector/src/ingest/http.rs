@@ -3,7 +3,8 @@
 //! bodies, optionally gzip-compressed, answered as the OTLP/HTTP specification says:
 //! 200 with an `ExportMetricsServiceResponse` in the request's encoding (with
 //! `partial_success` when points were refused), and otherwise a `google.rpc.Status`
-//! body with 400 (malformed), 401 (no or unknown token), 413 (too large), 415 (wrong
+//! body with 400 (malformed), 401 (no or unknown token), 403 (a per-node token
+//! sending for another node), 413 (too large), 415 (wrong
 //! content type or encoding) or 503 (store unavailable: retry).
 
 use std::borrow::Cow;
@@ -20,10 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
-use tokio::net::TcpListener;
 
 use super::grpc::response;
 use super::{Ingest, IngestError, Outcome, Protocol};
+use crate::tls::Incoming;
 
 /// `google.rpc.Status`, the error body OTLP/HTTP prescribes.
 #[derive(Clone, PartialEq, Message, serde::Serialize)]
@@ -39,6 +40,7 @@ const INVALID_ARGUMENT: i32 = 3;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
 const UNAUTHENTICATED: i32 = 16;
+const PERMISSION_DENIED: i32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -68,9 +70,10 @@ enum BodyError {
     Malformed(String),
 }
 
-/// Serves OTLP/HTTP on `listener` until `shutdown` resolves; in-flight requests finish.
+/// Serves OTLP/HTTP on `listener` (plain TCP or TLS) until `shutdown` resolves;
+/// in-flight requests finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Incoming>,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -78,7 +81,7 @@ pub async fn serve(
         .route("/v1/metrics", post(export))
         .fallback(not_found)
         .with_state(ingest);
-    axum::serve(listener, app)
+    axum::serve(listener.into().into_listener()?, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -136,7 +139,7 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     };
 
     let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    if !ingest.authorize(auth) {
+    let Some(principal) = ingest.authenticate(auth) else {
         let mut r = fail(
             Outcome::Unauthenticated,
             StatusCode::UNAUTHORIZED,
@@ -146,7 +149,7 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
-    }
+    };
     let Some(format) = format else {
         ingest.record(protocol, Outcome::Unsupported, started);
         return (
@@ -216,7 +219,7 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     let result = tokio::task::spawn_blocking(move || {
         let body = inflate(&bytes, gzip, max)?;
         Ok::<_, BodyError>(match format {
-            Format::Protobuf => match worker.export_protobuf_blocking(&body) {
+            Format::Protobuf => match worker.export_protobuf_blocking_as(&body, &principal) {
                 Err(IngestError::Malformed(e)) => {
                     return Err(BodyError::Malformed(format!(
                         "protobuf body does not decode: {e}"
@@ -226,7 +229,7 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             },
             Format::Json => {
                 let request = super::json::parse(&body).map_err(BodyError::Malformed)?;
-                worker.export_blocking(&request)
+                worker.export_blocking_as(&request, &principal)
             }
         })
     })
@@ -262,6 +265,12 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             StatusCode::BAD_REQUEST,
             INVALID_ARGUMENT,
             m,
+        ),
+        Ok(Ok(Err(e @ IngestError::WrongNode { .. }))) => fail(
+            Outcome::Forbidden,
+            StatusCode::FORBIDDEN,
+            PERMISSION_DENIED,
+            e.to_string(),
         ),
         Ok(Ok(Err(e))) => unavailable(fail, e),
         Err(join) => unavailable(fail, IngestError::Task(join.to_string())),

@@ -32,7 +32,7 @@ use vigil_proto::MetricFamily;
 use vigil_proto::otlp::{Decoded, ExportMetricsServiceRequest, WireError, decode, decode_protobuf};
 use vigil_rules::promql::{Labels, is_stale_nan};
 
-pub use auth::{Tokens, TokensError};
+pub use auth::{Principal, Tokens, TokensError};
 pub use intern::LabelLimits;
 pub use stats::{Outcome, Protocol};
 
@@ -90,6 +90,12 @@ pub enum IngestError {
     /// The body is not an `ExportMetricsServiceRequest`; retrying will not help.
     #[error("{0}")]
     Malformed(#[from] WireError),
+    /// A per-node token sent data for another node (or for no node).
+    #[error("the token of node {token_node:?} may not send data for host.name {claimed:?}")]
+    WrongNode {
+        token_node: String,
+        claimed: Option<String>,
+    },
 }
 
 /// The series an agent sent in its latest snapshot.
@@ -155,7 +161,16 @@ impl Ingest {
     /// True when the `authorization` header value carries an accepted token, or when
     /// no tokens are configured.
     pub fn authorize(&self, authorization: Option<&[u8]>) -> bool {
-        self.tokens.as_ref().is_none_or(|t| t.check(authorization))
+        self.authenticate(authorization).is_some()
+    }
+
+    /// Who the `authorization` header value speaks for: `None` when it carries no
+    /// accepted token; [`Principal::Fleet`] when no tokens are configured.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<Principal> {
+        match &self.tokens {
+            None => Some(Principal::Fleet),
+            Some(t) => t.principal(authorization),
+        }
     }
 
     /// Counts one answered request.
@@ -195,6 +210,41 @@ impl Ingest {
     /// Stores a protobuf-encoded request, read without copying its strings. Blocks.
     pub fn export_protobuf_blocking(&self, body: &[u8]) -> Result<Exported, IngestError> {
         self.store_decoded(&decode_protobuf(body)?)
+    }
+
+    /// [`Self::export_protobuf`] for `principal`: a per-node token's request is refused
+    /// whole when any resource claims another node.
+    pub async fn export_protobuf_as(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+        principal: Principal,
+    ) -> Result<Exported, IngestError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.export_protobuf_blocking_as(&body, &principal))
+            .await
+            .map_err(|e| IngestError::Task(e.to_string()))?
+    }
+
+    /// [`Self::export_protobuf_blocking`] for `principal`. Blocks.
+    pub fn export_protobuf_blocking_as(
+        &self,
+        body: &[u8],
+        principal: &Principal,
+    ) -> Result<Exported, IngestError> {
+        let decoded = decode_protobuf(body)?;
+        check_principal(&decoded, principal)?;
+        self.store_decoded(&decoded)
+    }
+
+    /// [`Self::export_blocking`] for `principal`. Blocks.
+    pub fn export_blocking_as(
+        &self,
+        request: &ExportMetricsServiceRequest,
+        principal: &Principal,
+    ) -> Result<Exported, IngestError> {
+        let decoded = decode(request);
+        check_principal(&decoded, principal)?;
+        self.store_decoded(&decoded)
     }
 
     /// Stores a prost-decoded request (OTLP/JSON arrives that way). Blocks.
@@ -357,6 +407,25 @@ impl Ingest {
                 .observe(NodeObservation::from_snapshot(decoded, ri, node, t_ms));
         }
         Ok(markers)
+    }
+}
+
+/// A per-node token speaks only for its node: every resource must name it as
+/// `host.name`.
+fn check_principal(decoded: &Decoded<'_>, principal: &Principal) -> Result<(), IngestError> {
+    let Principal::Node(node) = principal else {
+        return Ok(());
+    };
+    match decoded
+        .resources
+        .iter()
+        .find(|r| r.host_name != Some(&**node))
+    {
+        None => Ok(()),
+        Some(r) => Err(IngestError::WrongNode {
+            token_node: node.to_string(),
+            claimed: r.host_name.map(str::to_owned),
+        }),
     }
 }
 

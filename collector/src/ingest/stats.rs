@@ -39,10 +39,12 @@ pub enum Outcome {
     Unsupported,
     /// The store failed; the sender should retry.
     Unavailable,
+    /// A per-node token sent data for another node.
+    Forbidden,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Success,
         Outcome::Partial,
         Outcome::Unauthenticated,
@@ -50,6 +52,7 @@ impl Outcome {
         Outcome::Malformed,
         Outcome::Unsupported,
         Outcome::Unavailable,
+        Outcome::Forbidden,
     ];
 
     fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Outcome {
             Outcome::Malformed => "malformed",
             Outcome::Unsupported => "unsupported",
             Outcome::Unavailable => "unavailable",
+            Outcome::Forbidden => "forbidden",
         }
     }
 }
@@ -99,7 +103,7 @@ impl RejectReason {
 
 #[derive(Default)]
 pub(crate) struct Stats {
-    requests: [[AtomicU64; 7]; 3],
+    requests: [[AtomicU64; 8]; 3],
     request_micros: [AtomicU64; 3],
     rejected: [AtomicU64; 5],
     pub(crate) accepted: AtomicU64,

@@ -201,7 +201,7 @@ pub struct SlackConfig {
     pub http_config: HttpConfig,
     pub channel: String,
     pub username: String,
-    /// Go templates, defaulting to Alertmanager's Slack defaults.
+    /// Go templates; empty is Alertmanager's Slack default for the field.
     pub title: String,
     pub text: String,
     pub color: String,
@@ -227,4 +227,75 @@ pub struct ConfigSilence {
     pub created_by: String,
     pub comment: String,
     pub line: usize,
+}
+
+mod parse;
+mod receivers;
+
+pub use parse::{ConfigError, load, parse};
+
+/// Alertmanager 0.25's route timers.
+pub const DEFAULT_GROUP_WAIT_MS: i64 = 30_000;
+pub const DEFAULT_GROUP_INTERVAL_MS: i64 = 5 * 60_000;
+pub const DEFAULT_REPEAT_INTERVAL_MS: i64 = 4 * 3_600_000;
+pub const DEFAULT_RESOLVE_TIMEOUT_MS: i64 = 5 * 60_000;
+/// Ours: Alertmanager's 0 (no timeout) lets one hung receiver hold a group forever.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: i64 = 10_000;
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Vigil-Signature";
+/// The receiver of [`AlertmanagerConfig::default_config`].
+pub const DEFAULT_RECEIVER_NAME: &str = "vigil-default-no-integrations";
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            resolve_timeout_ms: DEFAULT_RESOLVE_TIMEOUT_MS,
+            smtp: SmtpDefaults {
+                hello: "localhost".into(),
+                require_tls: true,
+                ..SmtpDefaults::default()
+            },
+            slack_api_url: None,
+            http_config: HttpConfig {
+                follow_redirects: true,
+                ..HttpConfig::default()
+            },
+        }
+    }
+}
+
+impl AlertmanagerConfig {
+    /// What the collector runs without `--alertmanager-config`: every alert goes to
+    /// one receiver without integrations, so alerts are grouped, muted and recorded in
+    /// the history and visible through the API, but nothing is sent anywhere.
+    pub fn default_config() -> AlertmanagerConfig {
+        AlertmanagerConfig {
+            path: PathBuf::new(),
+            global: Global::default(),
+            route: Route {
+                receiver: DEFAULT_RECEIVER_NAME.into(),
+                group_by: GroupBy::Labels(vec!["alertname".into()]),
+                matchers: Vec::new(),
+                continue_matching: false,
+                group_wait_ms: DEFAULT_GROUP_WAIT_MS,
+                group_interval_ms: DEFAULT_GROUP_INTERVAL_MS,
+                repeat_interval_ms: DEFAULT_REPEAT_INTERVAL_MS,
+                routes: Vec::new(),
+                line: 0,
+            },
+            receivers: vec![Receiver {
+                name: DEFAULT_RECEIVER_NAME.into(),
+                email_configs: Vec::new(),
+                webhook_configs: Vec::new(),
+                slack_configs: Vec::new(),
+                fallback_receiver: None,
+                line: 0,
+            }],
+            inhibit_rules: Vec::new(),
+            silences: Vec::new(),
+        }
+    }
+
+    pub fn receiver(&self, name: &str) -> Option<&Receiver> {
+        self.receivers.iter().find(|r| r.name == name)
+    }
 }

@@ -18,6 +18,16 @@ fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
 
+/// Whether `b` is a comparison that filters (no `bool`), keeping samples unchanged.
+pub(crate) fn filtering_comparison(b: &BinaryExpr) -> bool {
+    is_comparison(b.op.id()) && !b.modifier.as_ref().is_some_and(|m| m.return_bool)
+}
+
+/// Whether comparison `op` keeps the pair (false for any other operator).
+pub(crate) fn passes(op: TokenId, l: f64, r: f64) -> bool {
+    apply(op, l, r).is_ok_and(|(_, k)| k)
+}
+
 fn is_set(op: TokenId) -> bool {
     matches!(op, T_LAND | T_LOR | T_LUNLESS)
 }
@@ -96,21 +106,57 @@ fn eval_inner(
     // A filtering comparison keeps the vector side's samples unchanged (labels, value
     // and name flag), so the test and the parent's filter can both run at the source.
     let filtering = is_comparison(op) && !return_bool;
-    let passes = |l: f64, r: f64| apply(op, l, r).is_ok_and(|(_, k)| k);
+    let passes = |l: f64, r: f64| passes(op, l, r);
     let parent = |l: &Labels, v: f64| keep.is_none_or(|k| k(l, v));
+    // Collected already by a range function's pass over the same series?
+    let collected = |side: &Expr| match unwrap_parens(side) {
+        Expr::VectorSelector(vs) if filtering => ctx.take_latest(b, vs, t).map(|mut v| {
+            v.retain(|s| parent(&s.labels, s.v));
+            Val::Vector(v)
+        }),
+        _ => None,
+    };
     if filtering && let Some(s) = literal(&b.rhs) {
-        let lhs = ctx.eval_filtered(&b.lhs, t, &|l, v| passes(v, s) && parent(l, v))?;
+        let lhs = match collected(&b.lhs) {
+            Some(v) => v,
+            None => ctx.eval_filtered(&b.lhs, t, &|l, v| passes(v, s) && parent(l, v))?,
+        };
         let rhs = ctx.eval(&b.rhs, t)?;
         return combine(op, b, lhs, rhs, return_bool);
     }
     if filtering && literal(&b.lhs).is_some() {
         let lhs = ctx.eval(&b.lhs, t)?;
         if let Val::Scalar(s) = lhs {
-            let rhs = ctx.eval_filtered(&b.rhs, t, &|l, v| passes(s, v) && parent(l, v))?;
+            let rhs = match collected(&b.rhs) {
+                Some(v) => v,
+                None => ctx.eval_filtered(&b.rhs, t, &|l, v| passes(s, v) && parent(l, v))?,
+            };
             return combine(op, b, lhs, rhs, return_bool);
         }
         let rhs = ctx.eval(&b.rhs, t)?;
         return combine(op, b, lhs, rhs, return_bool);
+    }
+    // Arithmetic with a literal (`rate(x[5m]) * 60 > 8`) keeps each sample's labels:
+    // the parent's filter, applied to the value the operator will compute, runs at the
+    // vector side's source, so samples it drops are never built.
+    if let Some(k) = keep
+        && !is_comparison(op)
+        && !is_set(op)
+    {
+        if let Some(s) = literal(&b.rhs) {
+            let lhs = ctx.eval_filtered(&b.lhs, t, &|l, v| {
+                apply(op, v, s).is_ok_and(|(r, _)| k(l, r))
+            })?;
+            let rhs = ctx.eval(&b.rhs, t)?;
+            return combine(op, b, lhs, rhs, return_bool);
+        }
+        if let Some(s) = literal(&b.lhs) {
+            let lhs = ctx.eval(&b.lhs, t)?;
+            let rhs = ctx.eval_filtered(&b.rhs, t, &|l, v| {
+                apply(op, s, v).is_ok_and(|(r, _)| k(l, r))
+            })?;
+            return combine(op, b, lhs, rhs, return_bool);
+        }
     }
     let lhs = ctx.eval(&b.lhs, t)?;
     // `and`/`unless` keep a subset of the left side: with nothing on the left the

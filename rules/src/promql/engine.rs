@@ -99,6 +99,12 @@ pub(crate) struct Ctx<'a> {
     /// Time span each selector (keyed by its address in the AST) needs from storage.
     pub(super) spans: HashMap<usize, (i64, i64)>,
     pub(super) cache: RefCell<HashMap<usize, Rc<Vec<Series>>>>,
+    /// Filtering comparisons of an instant selector with a literal (`x > 0`) whose
+    /// answer a range function's pass over the same series (`increase(x[5m])`) can
+    /// collect on its way, keyed by that range selector (see `selectors`).
+    pub(super) latest_plans: HashMap<usize, Vec<super::selectors::LatestPlan>>,
+    /// What those passes collected, keyed by the comparison, with the time it is for.
+    pub(super) latest_memo: RefCell<HashMap<usize, (i64, Vec<Sample>)>>,
     pub ann: RefCell<Annotations>,
 }
 
@@ -302,11 +308,16 @@ impl<'a> Ctx<'a> {
             step_ms,
             spans: HashMap::new(),
             cache: RefCell::new(HashMap::new()),
+            latest_plans: HashMap::new(),
+            latest_memo: RefCell::new(HashMap::new()),
             ann: RefCell::new(Annotations::default()),
         };
         let mut spans = HashMap::new();
         ctx.collect_spans(expr, start_ms, end_ms, &mut spans);
         ctx.spans = spans;
+        if step_ms == 0 {
+            ctx.latest_plans = super::selectors::plan_latest(expr, ctx.lookback_ms);
+        }
         ctx
     }
 

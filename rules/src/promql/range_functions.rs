@@ -69,6 +69,18 @@ fn extrapolated_rate(
             prev = v;
         }
     }
+    // A series that did not move (an error counter, almost always) has changed by
+    // zero whatever the extrapolation, so its divisions are skipped. The full
+    // computation gives the same +0.0: with the samples inside the window every
+    // term of the factor below is finite and positive.
+    if result == 0.0
+        && result.is_sign_positive()
+        && start <= first_t
+        && first_t < last_t
+        && last_t <= end
+    {
+        return Some(0.0);
+    }
     let mut to_start = (first_t - start) as f64 / 1000.0;
     let mut to_end = (end - last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;

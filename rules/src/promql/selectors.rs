@@ -5,11 +5,109 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
+use promql_parser::label::{MatchOp, Matcher, Matchers};
+use promql_parser::parser::token::TokenId;
+use promql_parser::parser::{BinaryExpr, Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
+use super::binary::{filtering_comparison, passes};
 use super::engine::{Ctx, Keep, RangeSeries, Sample, Val, duration_ms, full_matchers, offset_ms};
+use super::functions::unwrap_parens;
 use super::{EvalError, Labels, Series, is_stale_nan};
+
+/// A filtering comparison of an instant selector with a literal (`x > 0`) that a
+/// range function's pass over the same series (`increase(x[5m]) > 0 or x > 0`)
+/// answers on its way: the newest sample of each window is the selector's sample when
+/// the window reaches at least a lookback back from the same time. Only the samples
+/// the comparison keeps are collected, so the rest cost no label clone, and the
+/// selector then reads nothing from storage: rules that look at a counter's increase
+/// and at its value otherwise read every series twice.
+#[derive(Debug, Clone)]
+pub(crate) struct LatestPlan {
+    /// The comparison, by address: where the collected samples are used.
+    cmp: usize,
+    op: TokenId,
+    lit: f64,
+    lit_on_left: bool,
+}
+
+impl LatestPlan {
+    #[inline]
+    fn keeps(&self, v: f64) -> bool {
+        if self.lit_on_left {
+            passes(self.op, self.lit, v)
+        } else {
+            passes(self.op, v, self.lit)
+        }
+    }
+}
+
+/// The comparisons each range selector of `expr` (keyed by its vector selector's
+/// address) can answer: those over a selector with the same matchers whose
+/// lookback the range covers. Whether both read at the same time is checked when the
+/// samples are used.
+pub(crate) fn plan_latest(expr: &Expr, lookback_ms: i64) -> HashMap<usize, Vec<LatestPlan>> {
+    let mut windows: Vec<(usize, Matchers)> = Vec::new();
+    let mut cmps: Vec<(Matchers, LatestPlan)> = Vec::new();
+    walk(expr, &mut |e| match e {
+        Expr::MatrixSelector(ms) if duration_ms(&ms.range) >= lookback_ms => {
+            windows.push((
+                &ms.vs as *const VectorSelector as usize,
+                full_matchers(&ms.vs),
+            ));
+        }
+        Expr::Binary(b) if filtering_comparison(b) => {
+            let sides = (unwrap_parens(&b.lhs), unwrap_parens(&b.rhs));
+            let (vs, lit, lit_on_left) = match sides {
+                (Expr::VectorSelector(vs), Expr::NumberLiteral(n)) => (vs, n.val, false),
+                (Expr::NumberLiteral(n), Expr::VectorSelector(vs)) => (vs, n.val, true),
+                _ => return,
+            };
+            let plan = LatestPlan {
+                cmp: b as *const BinaryExpr as usize,
+                op: b.op.id(),
+                lit,
+                lit_on_left,
+            };
+            cmps.push((full_matchers(vs), plan));
+        }
+        _ => {}
+    });
+    let mut plans: HashMap<usize, Vec<LatestPlan>> = HashMap::new();
+    for (key, m) in &windows {
+        for (cm, plan) in &cmps {
+            if cm == m {
+                plans.entry(*key).or_default().push(plan.clone());
+            }
+        }
+    }
+    plans
+}
+
+/// Calls `f` with `e` and every expression below it.
+fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                walk(p, f);
+            }
+            walk(&a.expr, f);
+        }
+        Expr::Unary(u) => walk(&u.expr, f),
+        Expr::Binary(b) => {
+            walk(&b.lhs, f);
+            walk(&b.rhs, f);
+        }
+        Expr::Paren(p) => walk(&p.expr, f),
+        Expr::Subquery(sq) => walk(&sq.expr, f),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, f)),
+        Expr::MatrixSelector(_)
+        | Expr::VectorSelector(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::Extension(_) => {}
+    }
+}
 
 /// Receives one series of a range argument: labels, whether its name is to be
 /// dropped, and its window's samples.
@@ -129,6 +227,25 @@ impl Ctx<'_> {
                 })?;
         }
         Ok(Some(out))
+    }
+
+    /// The samples of comparison `b` (`vs` against a literal) that a range function's
+    /// pass over the same series collected at this step, if one did (see
+    /// [`LatestPlan`]): the same samples, in the same order, as reading `vs` with the
+    /// comparison as filter.
+    pub fn take_latest(&self, b: &BinaryExpr, vs: &VectorSelector, t: i64) -> Option<Vec<Sample>> {
+        let tt = self.selector_time(vs, t);
+        if !self.latest_single_use(vs, tt) {
+            return None;
+        }
+        match self
+            .latest_memo
+            .borrow_mut()
+            .remove(&(b as *const BinaryExpr as usize))
+        {
+            Some((at, samples)) if at == tt => Some(samples),
+            _ => None,
+        }
     }
 
     /// Whether this step is the only reader of an instant selector at `tt`, so it can
@@ -264,12 +381,35 @@ impl Ctx<'_> {
                 .is_some_and(|&(lo, hi)| hi - lo == range && hi == tt);
             if single_use && !self.cache.borrow().contains_key(&key) {
                 let mut buf = Vec::new();
+                let plans = self
+                    .latest_plans
+                    .get(&key)
+                    .map_or(&[][..], |p| p.as_slice());
+                let mut latest: Vec<Vec<Sample>> = vec![Vec::new(); plans.len()];
+                let since = tt - self.lookback_ms;
                 // The window is open on the left: (tt - range, tt].
                 self.st.select_each(
                     &full_matchers(&ms.vs),
                     tt - range + 1,
                     tt,
                     &mut |labels, samples| {
+                        // The newest sample, staleness markers included, is what an
+                        // instant selector at `tt` reads (the range covers the lookback).
+                        if !plans.is_empty()
+                            && let Some(&(ts, v)) = samples.last()
+                            && ts > since
+                            && !is_stale_nan(v)
+                        {
+                            for (p, out) in plans.iter().zip(&mut latest) {
+                                if p.keeps(v) {
+                                    out.push(Sample {
+                                        labels: labels.clone(),
+                                        v,
+                                        drop_name: false,
+                                    });
+                                }
+                            }
+                        }
                         // No early exit: a branch-free pass over a window that
                         // (almost always) holds no marker is the cheaper test.
                         if samples
@@ -286,6 +426,10 @@ impl Ctx<'_> {
                         }
                     },
                 )?;
+                let mut memo = self.latest_memo.borrow_mut();
+                for (p, samples) in plans.iter().zip(latest) {
+                    memo.insert(p.cmp, (tt, samples));
+                }
                 return Ok(());
             }
         }
