@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs the real peers the tests talk to when they
-# are missing (Debian's prometheus with promtool, prometheus-node-exporter, and the
+# are missing (Debian's prometheus with promtool, prometheus-node-exporter,
+# prometheus-alertmanager, python3-aiosmtpd for a real SMTP server, and the
 # OpenTelemetry Python SDK in tests/.venv), builds the binaries the cross-process tests
 # start, then runs `cargo test --workspace`.
 set -euo pipefail
@@ -15,6 +16,9 @@ command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev
   missing+=(python3-venv)
 { command -v promtool && [ -x /usr/bin/prometheus ]; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || missing+=(prometheus-node-exporter)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+# Debian's python3 (not one earlier in PATH) has the aiosmtpd the SMTP sink uses.
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -37,7 +41,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # Debian starts these services where it can; the tests need neither running.
   as_root pkill -x prometheus 2>/dev/null || true
   as_root pkill -x prometheus-node-exporter 2>/dev/null || true
+  # (its name is longer than the 15 characters -x compares)
+  as_root pkill -f '^/usr/bin/prometheus-alertmanager' 2>/dev/null || true
 fi
+# Under this script a missing peer (prometheus-alertmanager, aiosmtpd) fails the tests
+# that need it instead of skipping them.
+export VIGIL_E2E_REQUIRE_PEERS=1
 
 # The OpenTelemetry Python SDK, a foreign OTLP sender for collector_otel_sdk.rs, in a
 # venv of its own (pinned in tests/python/requirements.txt). Made once; delete

@@ -22,11 +22,18 @@ fn prints_the_default_config() -> Result<()> {
 }
 
 #[test]
-fn refuses_flags_of_later_issues_and_bad_config() -> Result<()> {
-    let out = Command::new(BIN).args(["--rules", "x.yml"]).output()?;
-    assert!(!out.status.success());
-
+fn refuses_a_missing_rule_file_and_a_bad_config_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0"])
+        .args(["--otlp-http", "127.0.0.1:0", "--rules", "x.yml"])
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr)?;
+    assert!(err.contains("x.yml"), "{err}");
+
     let config = dir.path().join("collector.toml");
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nretention_hourz = 3\n")?;
     let out = Command::new(BIN).arg("--config").arg(&config).output()?;

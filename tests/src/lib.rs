@@ -8,6 +8,10 @@
 //!   client sees it, and [`collector::TestDir`], which prints the processes' logs when a
 //!   test fails.
 //! - [`otlp`]: OTLP requests built by hand and sent over HTTP or gRPC.
+//! - [`alerting`]: the alerting tests' peers: a webhook listener that can go down and
+//!   come back, the aiosmtpd SMTP sink, Prometheus with rules beside Alertmanager, the
+//!   simulated GPUs' fault file, the GPU pack with short timers
+//!   (`tests/alerting_e2e.rs`, `src/bin/alert-bench.rs`, `./tests/alert-bench.sh`).
 //! - [`bench`]: the collector benchmark's simulated fleet, OTLP load and Prometheus
 //!   side (`src/bin/collector-bench.rs`, `./tests/collector-bench.sh`).
 //! - `src/bin/agent-bench.rs`: the agent beside Debian's prometheus-node-exporter
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+pub mod alerting;
 pub mod bench;
 pub mod collector;
 pub mod otlp;

@@ -1,6 +1,7 @@
 //! `vigil`: the operator's command.
 //!
-//! Subcommands: `up`, `promql-test FILE...`, `rules check FILE...`, `rules test FILE...`.
+//! Subcommands: `up`, `promql-test FILE...`, `rules check FILE...`, `rules test FILE...`,
+//! `alerts [history]`, `silence add|list|expire` (the collector's HTTP API; [`client`]).
 //!
 //! `vigil up` is the README's first command. Until the collector and the dashboard
 //! exist it runs this machine's agent in the foreground and says where its /metrics is;
@@ -13,6 +14,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+
+mod alerts;
+mod client;
+mod matcher;
+mod render;
+mod silence;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +55,21 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// The collector's pending and firing alerts (state, name, node, severity, since,
+    /// summary); `alerts history` for past transitions.
+    Alerts {
+        #[command(subcommand)]
+        command: Option<alerts::AlertsCommand>,
+        #[command(flatten)]
+        collector: client::CollectorArgs,
+    },
+    /// Create, list and expire the collector's silences.
+    Silence {
+        #[command(subcommand)]
+        command: silence::SilenceCommand,
+        #[command(flatten)]
+        collector: client::CollectorArgs,
     },
 }
 
@@ -88,6 +110,17 @@ fn main() -> ExitCode {
             &files,
             &mut std::io::stdout(),
         ))),
+        Command::Alerts { command, collector } => api_command(async move {
+            match command {
+                None => alerts::list(&collector).await,
+                Some(alerts::AlertsCommand::History(args)) => {
+                    alerts::history(&collector, &args).await
+                }
+            }
+        }),
+        Command::Silence { command, collector } => {
+            api_command(async move { silence::run(&collector, &command).await })
+        }
     };
     match result {
         Ok(code) => code,
@@ -101,6 +134,18 @@ fn main() -> ExitCode {
 /// A process exit code from a promtool-style status (0 success, 1 failure, ...).
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs one request-and-print subcommand on a small runtime of its own.
+fn api_command(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(work)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn promql_test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
