@@ -272,12 +272,21 @@ async fn a_refusing_collector_gets_every_snapshot_in_order_with_original_timesta
         },
     )
     .await?;
-    let ok = scrape(
-        agent.metrics,
-        "vigil_agent_ship_requests_total{result=\"ok\"}",
-    )
-    .await?;
-    let shipped = scrape(agent.metrics, "vigil_agent_shipped_records_total").await?;
+    // /metrics serves the latest collection, so the shipper's counters show the last
+    // shipment one collection later: wait for them rather than read them once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (ok, shipped) = loop {
+        let ok = scrape(
+            agent.metrics,
+            "vigil_agent_ship_requests_total{result=\"ok\"}",
+        )
+        .await?;
+        let shipped = scrape(agent.metrics, "vigil_agent_shipped_records_total").await?;
+        if shipped >= target as f64 - 1.0 || Instant::now() > deadline {
+            break (ok, shipped);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let last_success = scrape(
         agent.metrics,
         "vigil_agent_ship_last_success_timestamp_seconds",

@@ -149,16 +149,13 @@ impl std::fmt::Debug for ApiTokens {
 impl ApiTokens {
     /// Reads `ROLE TOKEN` lines; blank lines and `#` comments are skipped.
     pub fn from_file(path: &Path) -> Result<ApiTokens, ApiTokensError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ApiTokensError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let lines =
+            crate::ingest::auth::token_file_lines(path).map_err(|source| ApiTokensError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         let mut tokens = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
+        for (i, line) in lines.iter().map(|(i, l)| (*i, l.as_str())) {
             let invalid = |reason: String| ApiTokensError::Invalid {
                 path: path.to_owned(),
                 line: i + 1,

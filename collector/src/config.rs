@@ -132,6 +132,10 @@ pub struct AlertingConfig {
     /// Disk budget of the alert history in `<data_dir>/alerts/`; the oldest events go
     /// first.
     pub history_max_bytes: u64,
+    /// Also evaluate a group soon after new samples arrive — at most every quarter of
+    /// its interval — instead of only on its interval, so an alert's latency does not
+    /// depend on how the agents' collections and the evaluations happen to line up.
+    pub eager_evaluation: bool,
 }
 
 impl Default for AlertingConfig {
@@ -145,6 +149,7 @@ impl Default for AlertingConfig {
             for_outage_tolerance_secs: 3600.0,
             for_grace_period_secs: 600.0,
             history_max_bytes: 64 << 20,
+            eager_evaluation: true,
         }
     }
 }

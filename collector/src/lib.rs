@@ -152,7 +152,13 @@ pub async fn run_with(
 ) -> Result<(), CollectorError> {
     config.validate()?;
     // Bad rule files stop the start, as they stop Prometheus's.
-    let alerting_opts = alerting::AlertingOptions::from_config(&config);
+    let mut alerting_opts = alerting::AlertingOptions::from_config(&config);
+    // Ingest tells the evaluator when new samples are stored (eager evaluation).
+    let arrivals = config.alerting.eager_evaluation.then(|| {
+        let (tx, rx) = watch::channel(0u64);
+        alerting_opts.arrivals = Some(rx);
+        Arc::new(tx)
+    });
     let rule_groups = alerting::load_rules(&alerting_opts).await?;
     let history = alerting::open_history(&config).await?;
     // The Alertmanager configuration too: a bad file names every problem and stops the
@@ -281,6 +287,7 @@ pub async fn run_with(
             tokens,
             max_request_bytes: config.max_request_bytes,
             label_limits: config.label_limits(),
+            arrivals,
             ..IngestOptions::default()
         },
     ));

@@ -215,18 +215,7 @@ fn serve_connection(stream: TcpStream, inbox: &Inbox, stop: &AtomicBool) -> anyh
         let mut parts = request_line.split_whitespace();
         let method = parts.next().unwrap_or_default().to_owned();
         let path = parts.next().unwrap_or_default().to_owned();
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-        }
+        let headers = crate::read_headers(&mut reader)?;
         let header = |name: &str| {
             headers
                 .iter()

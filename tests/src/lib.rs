@@ -128,18 +128,7 @@ fn read_response(stream: TcpStream) -> anyhow::Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("bad status line {status_line:?}"))?;
-    let mut response_headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            response_headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
+    let response_headers = read_headers(&mut reader)?;
     let chunked = response_headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
@@ -172,6 +161,25 @@ fn read_response(stream: TcpStream) -> anyhow::Result<Response> {
 }
 
 /// Waits until `addr` accepts a connection, up to `timeout`.
+/// The header lines of an HTTP/1.1 message up to the blank line, as (name, value).
+pub fn read_headers(reader: &mut impl std::io::BufRead) -> std::io::Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    Ok(headers)
+}
+
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {

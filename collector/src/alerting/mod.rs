@@ -58,7 +58,15 @@ pub struct AlertingOptions {
     pub lookback_delta_ms: i64,
     /// Watch the rule files and reload on change.
     pub watch: bool,
+    /// Bumped by ingest when new samples are stored: with it, a group is also
+    /// evaluated soon after data arrives ([`EAGER_GAP_DIVISOR`]), not only on its
+    /// interval. `None`: on the interval only.
+    pub arrivals: Option<watch::Receiver<u64>>,
 }
+
+/// Eager evaluation runs a group at most this many times per interval: at most every
+/// quarter of the interval after the previous evaluation.
+pub const EAGER_GAP_DIVISOR: u32 = 4;
 
 impl AlertingOptions {
     pub fn from_config(config: &crate::CollectorConfig) -> Self {
@@ -82,7 +90,22 @@ impl AlertingOptions {
             resend_delay_ms: ms(a.resend_delay_secs),
             lookback_delta_ms: config.query.lookback_delta_ms(),
             watch: true,
+            arrivals: None,
         }
+    }
+}
+
+/// Resolves when ingest stored samples the caller has not seen yet; never without a
+/// signal (or once ingest is gone).
+async fn new_samples(arrivals: &mut Option<watch::Receiver<u64>>) {
+    match arrivals {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *arrivals = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -430,16 +453,39 @@ impl Evaluator {
     /// once; a late one skips the ticks it missed and counts them.
     async fn run_group(self: Arc<Self>, slot: Arc<GroupSlot>, mut stop: watch::Receiver<bool>) {
         let interval = Duration::from_millis(u64::try_from(slot.interval_ms).unwrap_or(1));
+        let eager_gap = interval / EAGER_GAP_DIVISOR;
+        let mut arrivals = self.opts.arrivals.clone();
         let mut next = tokio::time::Instant::now();
+        let mut last_eval: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
+            // The tick, or (eager) samples stored since the last evaluation began.
+            let on_tick = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(next) => true,
+                () = new_samples(&mut arrivals) => false,
+            };
+            if !on_tick {
+                let earliest = last_eval.map_or(next, |t| t + eager_gap);
+                if earliest >= next {
+                    continue; // the tick comes first anyway
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep_until(earliest) => {}
+                }
             }
+            if let Some(a) = arrivals.as_mut() {
+                // What arrives from now on triggers the next eager evaluation.
+                a.borrow_and_update();
+            }
+            last_eval = Some(tokio::time::Instant::now());
             let (this, s) = (Arc::clone(&self), Arc::clone(&slot));
             let t_ms = now_ms();
             if let Err(e) = tokio::task::spawn_blocking(move || this.evaluate(&s, t_ms)).await {
                 tracing::error!(group = %slot.name, error = %e, "rule evaluation task failed");
+            }
+            if !on_tick {
+                continue;
             }
             next += interval;
             let now = tokio::time::Instant::now();

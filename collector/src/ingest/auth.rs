@@ -50,22 +50,32 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// The lines of a token file that carry something, with their 0-based index: trimmed,
+/// without blank lines and `#` comment lines. Shared by the OTLP and the API token
+/// files.
+pub(crate) fn token_file_lines(path: &Path) -> std::io::Result<Vec<(usize, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| (i, l.to_owned()))
+        .collect())
+}
+
 impl Tokens {
     /// Reads one token per non-empty line; `#` starts a comment line. Surrounding
     /// whitespace is trimmed; a token with whitespace inside is refused (it could not
     /// travel in an `authorization` header intact).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokens, TokensError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+        let lines = token_file_lines(path).map_err(|source| TokensError::Read {
             path: path.to_owned(),
             source,
         })?;
         let mut tokens = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
+        for (i, line) in lines.iter().map(|(i, l)| (*i, l.as_str())) {
             let invalid = |reason| TokensError::Invalid {
                 path: path.to_owned(),
                 line: i + 1,

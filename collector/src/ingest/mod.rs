@@ -55,6 +55,9 @@ pub struct IngestOptions {
     pub series_cache_max_entries: usize,
     /// Series over these are refused (`partial_success`) and not stored.
     pub label_limits: LabelLimits,
+    /// Bumped after every request whose samples are stored and synced: the rule
+    /// evaluator's cue that new data is there (eager evaluation).
+    pub arrivals: Option<Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl Default for IngestOptions {
@@ -65,6 +68,7 @@ impl Default for IngestOptions {
             series_cache_idle: Duration::from_secs(10 * 60),
             series_cache_max_entries: 4_000_000,
             label_limits: LabelLimits::default(),
+            arrivals: None,
         }
     }
 }
@@ -113,6 +117,7 @@ pub struct Ingest {
     cache: Mutex<SeriesCache>,
     snapshots: Mutex<HashMap<String, Snapshot>>,
     stats: Stats,
+    arrivals: Option<Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -146,6 +151,7 @@ impl Ingest {
             )),
             snapshots: Mutex::new(HashMap::new()),
             stats: Stats::default(),
+            arrivals: options.arrivals,
         }
     }
 
@@ -316,6 +322,11 @@ impl Ingest {
         let report = self.store.append_batch(&batch)?;
         let stale = self.staleness(decoded, agent_series)?;
         self.store.sync()?;
+        if report.accepted > 0
+            && let Some(arrivals) = &self.arrivals
+        {
+            arrivals.send_modify(|n| *n = n.wrapping_add(1));
+        }
 
         add(&self.stats.accepted, report.accepted as u64);
         add(&self.stats.stale_markers, stale as u64);
