@@ -68,21 +68,8 @@ UNIT_PATH=/etc/systemd/system/$UNIT
 STATE_DIR=/var/lib/vigil-agent
 
 if [ "$UNINSTALL" = 1 ]; then
-	systemd_disable "$UNIT"
-	remove_path "$UNIT_PATH"
-	remove_path "$BIN_PATH"
-	if live && command -v systemctl >/dev/null 2>&1; then act systemctl daemon-reload; fi
-	if [ "$PURGE" = 1 ]; then
-		remove_path "$CONF_PATH"
-		remove_path "$TOKEN_PATH"
-		remove_path "$CA_PATH"
-		remove_path "$STATE_DIR"
-		if live && id vigil-agent >/dev/null 2>&1; then act userdel vigil-agent; fi
-	else
-		say "kept $CONF_PATH, tokens and $STATE_DIR (--purge removes them)"
-	fi
-	say "uninstalled"
-	exit 0
+	uninstall "$UNIT" "$UNIT_PATH" "$BIN_PATH" vigil-agent "$CONF_PATH, tokens and $STATE_DIR" \
+		"$CONF_PATH" "$TOKEN_PATH" "$CA_PATH" "$STATE_DIR"
 fi
 
 # The NVIDIA driver: the kernel module's version file, the NVML library, the

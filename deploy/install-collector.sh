@@ -85,22 +85,9 @@ UNIT_PATH=/etc/systemd/system/$UNIT
 STATE_DIR=/var/lib/vigil-collector
 
 if [ "$UNINSTALL" = 1 ]; then
-	systemd_disable "$UNIT"
-	remove_path "$UNIT_PATH"
-	remove_path "$BIN_PATH"
-	if live && command -v systemctl >/dev/null 2>&1; then act systemctl daemon-reload; fi
-	if [ "$PURGE" = 1 ]; then
-		remove_path "$CONF_PATH"
-		remove_path "$TOKENS_PATH"
-		remove_path "$API_TOKENS_PATH"
-		remove_path "$TLS_DIR"
-		remove_path "$STATE_DIR"
-		if live && id vigil-collector >/dev/null 2>&1; then act userdel vigil-collector; fi
-	else
-		say "kept $CONF_PATH, tokens, certificates and $STATE_DIR (--purge removes them)"
-	fi
-	say "uninstalled"
-	exit 0
+	uninstall "$UNIT" "$UNIT_PATH" "$BIN_PATH" vigil-collector \
+		"$CONF_PATH, tokens, certificates and $STATE_DIR" \
+		"$CONF_PATH" "$TOKENS_PATH" "$API_TOKENS_PATH" "$TLS_DIR" "$STATE_DIR"
 fi
 
 # 32 random bytes as hex: no character a header or a TOML line cannot carry.

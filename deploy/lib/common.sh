@@ -181,6 +181,27 @@ systemd_disable() {
 }
 
 # The flags every installer takes, for its --help.
+# --uninstall: stops and removes the unit and the binary, and with --purge also the
+# paths given after the first five arguments (configuration, tokens, data) and the
+# service user; then exits. KEPT says what stays without --purge.
+# Usage: uninstall UNIT UNIT_PATH BIN_PATH USER KEPT [PURGED_PATH...]
+uninstall() {
+	local unit=$1 unit_path=$2 bin_path=$3 user=$4 kept=$5 path
+	shift 5
+	systemd_disable "$unit"
+	remove_path "$unit_path"
+	remove_path "$bin_path"
+	if live && command -v systemctl >/dev/null 2>&1; then act systemctl daemon-reload; fi
+	if [ "$PURGE" = 1 ]; then
+		for path in "$@"; do remove_path "$path"; done
+		if live && id "$user" >/dev/null 2>&1; then act userdel "$user"; fi
+	else
+		say "kept $kept (--purge removes them)"
+	fi
+	say "uninstalled"
+	exit 0
+}
+
 common_usage() {
 	cat <<USAGE
   --root DIR     install into DIR instead of / (no users, no running services;
