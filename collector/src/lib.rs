@@ -33,6 +33,7 @@ pub mod ingest;
 pub mod notify;
 pub mod registry;
 pub mod store;
+pub mod timefmt;
 pub mod tls;
 
 use std::future::Future;

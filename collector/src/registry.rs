@@ -292,7 +292,7 @@ impl Registry {
             .iter()
             .map(|(node, s)| NodeInfo {
                 node: node.clone(),
-                last_seen_at: rfc3339(s.last_seen_unix_ms),
+                last_seen_at: crate::timefmt::rfc3339_millis(s.last_seen_unix_ms),
                 last_seen_unix_ms: s.last_seen_unix_ms,
                 last_sample_unix_ms: s.last_sample_unix_ms,
                 agent_version: s.agent_version.clone(),
@@ -399,10 +399,4 @@ impl Registry {
             gpus,
         ]
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }

@@ -183,17 +183,22 @@ impl ServerTls {
 }
 
 fn read_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file_error = |message: String| TlsError::File {
+    pem_certs(path).map_err(|message| TlsError::File {
         field,
         path: path.to_owned(),
         message,
-    };
+    })
+}
+
+/// The certificates of a PEM file (servers' chains, CAs for servers and clients); the
+/// error says what is wrong with the file, not which file it is.
+pub(crate) fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(format!("bad PEM: {e}")))?;
+        .map_err(|e| format!("bad PEM: {e}"))?;
     if certs.is_empty() {
-        return Err(file_error("holds no PEM certificate".into()));
+        return Err("holds no PEM certificate".into());
     }
     Ok(certs)
 }

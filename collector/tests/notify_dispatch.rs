@@ -174,7 +174,7 @@ fn alert(pairs: &[(&str, &str)], starts_at_ms: i64, ends_at_ms: i64) -> Postable
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..300 {
+    for _ in 0..500 {
         if cond() {
             return;
         }
@@ -537,11 +537,12 @@ async fn a_restart_neither_resends_nor_loses_the_resolve() {
     let d = tempfile::tempdir().unwrap();
     let now = now_ms();
     let s = start(d.path(), RESTART);
-    // Valid for 1.5 s: the evaluator will not send it again after the restart.
+    // Valid for 3 s (long enough that a loaded machine restarts before it ends): the
+    // evaluator will not send it again after the restart.
     s.n.send(vec![alert(
         &[("alertname", "X"), ("node", "n1")],
         now,
-        now + 1_500,
+        now + 3_000,
     )]);
     let a = s.reg.get("hook", 0);
     wait_for("first notification", || a.sent().len() == 1).await;

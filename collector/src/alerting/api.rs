@@ -20,6 +20,7 @@ use super::history::{HistoryQuery, kind_name, parse_kind};
 use crate::api::params::{Params, parse_time};
 use crate::api::{ApiError, ErrorType, json};
 use crate::http::AppState;
+use crate::timefmt::go_rfc3339;
 
 /// Events a history query returns when it names no `limit`.
 const DEFAULT_HISTORY_LIMIT: usize = 1000;
@@ -132,22 +133,6 @@ impl GroupSnapshot {
     }
 }
 
-/// Go's `time.Time` in JSON (RFC 3339 with nanoseconds, trailing zeros trimmed), in
-/// UTC; `None` is Go's zero time.
-pub fn rfc3339(t_ms: Option<i64>) -> String {
-    let Some(t_ms) = t_ms else {
-        return "0001-01-01T00:00:00Z".to_string();
-    };
-    let Some(t) = chrono::DateTime::from_timestamp_millis(t_ms) else {
-        return "0001-01-01T00:00:00Z".to_string();
-    };
-    let secs = t.format("%Y-%m-%dT%H:%M:%S");
-    match t_ms.rem_euclid(1000) {
-        0 => format!("{secs}Z"),
-        ms => format!("{secs}.{}Z", format!("{ms:03}").trim_end_matches('0')),
-    }
-}
-
 /// Go's `strconv.FormatFloat(v, 'e', -1, 64)`: `9.5e+01`, `1e+00`, `NaN`, `+Inf`.
 pub fn format_e(v: f64) -> String {
     if v.is_nan() {
@@ -196,8 +181,8 @@ fn api_alert(a: &AlertSnapshot) -> ApiAlert<'_> {
         labels: pairs_map(&a.labels),
         annotations: pairs_map(&a.annotations),
         state: a.state.as_str(),
-        active_at: rfc3339(Some(a.active_at_ms)),
-        keep_firing_since: a.keep_firing_since_ms.map(|t| rfc3339(Some(t))),
+        active_at: go_rfc3339(Some(a.active_at_ms)),
+        keep_firing_since: a.keep_firing_since_ms.map(|t| go_rfc3339(Some(t))),
         value: format_e(a.value),
     }
 }
@@ -273,7 +258,7 @@ fn api_rule<'a>(r: &'a RuleSnapshot, with_alerts: bool) -> ApiRule<'a> {
             o.eval_seconds,
         ),
     };
-    let last_evaluation = rfc3339(r.last_eval_ms);
+    let last_evaluation = go_rfc3339(r.last_eval_ms);
     if r.alerting {
         ApiRule::Alerting {
             state: rule_state(r).as_str(),
@@ -396,7 +381,7 @@ async fn rules(
                 interval: g.interval_ms as f64 / 1000.0,
                 limit: g.limit,
                 evaluation_time: g.eval_seconds,
-                last_evaluation: rfc3339(g.last_eval_ms),
+                last_evaluation: go_rfc3339(g.last_eval_ms),
             });
         }
         #[derive(Serialize)]
@@ -488,7 +473,7 @@ async fn history(
         let events: Vec<Event<'_>> = events
             .iter()
             .map(|e| Event {
-                time: rfc3339(Some(e.at_ms)),
+                time: go_rfc3339(Some(e.at_ms)),
                 kind: kind_name(e.kind),
                 labels: &e.labels,
                 annotations: &e.annotations,
@@ -514,9 +499,15 @@ mod tests {
         assert_eq!(format_e(1234567.0), "1.234567e+06");
         assert_eq!(format_e(1e-120), "1e-120");
         assert_eq!(format_e(f64::INFINITY), "+Inf");
-        assert_eq!(rfc3339(None), "0001-01-01T00:00:00Z");
-        assert_eq!(rfc3339(Some(1_700_000_000_000)), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(Some(1_700_000_000_120)), "2023-11-14T22:13:20.12Z");
-        assert_eq!(rfc3339(Some(1_700_000_000_001)), "2023-11-14T22:13:20.001Z");
+        assert_eq!(go_rfc3339(None), "0001-01-01T00:00:00Z");
+        assert_eq!(go_rfc3339(Some(1_700_000_000_000)), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            go_rfc3339(Some(1_700_000_000_120)),
+            "2023-11-14T22:13:20.12Z"
+        );
+        assert_eq!(
+            go_rfc3339(Some(1_700_000_000_001)),
+            "2023-11-14T22:13:20.001Z"
+        );
     }
 }

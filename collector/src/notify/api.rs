@@ -42,11 +42,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(notifier: Arc<Notifier>) -> Rout
 }
 
 /// Milliseconds since the epoch as RFC 3339 with milliseconds, in UTC.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub use crate::timefmt::rfc3339_millis as rfc3339;
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
     (

@@ -95,13 +95,7 @@ pub fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
-    }
-    Ok(certs)
+    crate::tls::pem_certs(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// webpki verification, against `tls_config.server_name` when one is set.

@@ -19,20 +19,9 @@ use vigil_rules::template::{Env, Template, Val};
 
 use crate::notify::{LabelMap, Message, MessageAlert, Status};
 
-/// An RFC 3339 time in UTC as Go's `time.RFC3339Nano` prints it: fractional seconds
-/// without trailing zeros, none when whole.
+/// An RFC 3339 time in UTC as Go's `time.RFC3339Nano` prints it (webhook bodies).
 pub fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let frac_ms = ms.rem_euclid(1000);
-    let Some(t) = chrono::DateTime::from_timestamp(secs, 0) else {
-        return "0001-01-01T00:00:00Z".to_string();
-    };
-    let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
-    if frac_ms == 0 {
-        return format!("{base}Z");
-    }
-    let frac = format!("{frac_ms:03}");
-    format!("{base}.{}Z", frac.trim_end_matches('0'))
+    crate::timefmt::go_rfc3339(Some(ms))
 }
 
 /// A time for people: `2026-11-27 11:03:03 UTC`.
