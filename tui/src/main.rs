@@ -3,23 +3,15 @@
 //! Subcommands: `up`, `promql-test FILE...`, `rules check FILE...`, `rules test FILE...`,
 //! `alerts [history]`, `silence add|list|expire` (the collector's HTTP API; [`client`]).
 //!
-//! `vigil up` is the README's first command. Until the collector and the dashboard
-//! exist it runs this machine's agent in the foreground and says where its /metrics is;
-//! `--demo` gives that agent eight simulated GPUs so a newcomer without GPUs sees them.
+//! The subcommands live in the `vigil_tui` library (`lib.rs`), so that tests and
+//! benchmarks reach them too.
 
-use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-
-mod alerts;
-mod client;
-mod matcher;
-mod render;
-mod silence;
+use vigil_tui::{alerts, client, silence, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,17 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run Vigil on this machine: an agent for this node, in the foreground.
-    Up {
-        /// Add eight simulated GPUs (no GPU needed).
-        #[arg(long)]
-        demo: bool,
-        /// Where the agent's Prometheus endpoint listens.
-        #[arg(long, default_value = "127.0.0.1:9435")]
-        listen: SocketAddr,
-        /// Where Vigil keeps its data.
-        #[arg(long, default_value = "vigil-data")]
-        data_dir: PathBuf,
-    },
+    Up(up::UpArgs),
     /// Run Prometheus's promqltest files against Vigil's PromQL engine.
     PromqlTest {
         #[arg(required = true, value_name = "FILE")]
@@ -92,11 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     vigil_agent::init_logging();
     let result = match cli.command {
-        Command::Up {
-            demo,
-            listen,
-            data_dir,
-        } => up(demo, listen, data_dir),
+        Command::Up(args) => up::run(args),
         Command::PromqlTest { files } => promql_test(&files),
         Command::Rules {
             command: RulesCommand::Check { files },
@@ -155,60 +133,5 @@ fn promql_test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-fn up(demo: bool, listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let mut config = vigil_agent::AgentConfig {
-        listen,
-        state_dir: data_dir.join("agent"),
-        ..Default::default()
-    };
-    if demo {
-        config.gpu.simulate_gpus = 8;
-        config.gpu.expected_count = 8;
-        let faults = data_dir.join("demo-faults.toml");
-        if !faults.exists() {
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
-            std::fs::write(
-                &faults,
-                "# Faults for the simulated GPUs; edit while `vigil up --demo` runs.\n\
-                 # Format: agent/nvml-sim/README.md\n",
-            )
-            .with_context(|| format!("writing {}", faults.display()))?;
-        }
-        config.gpu.simulate_faults = faults;
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
-        let address = listener.local_addr().context("reading the bound address")?;
-        // Where everything listens goes to stdout; a closed stdout (`vigil up | head -1`)
-        // must not stop the agent, so write errors are ignored.
-        let mut stdout = std::io::stdout();
-        let _ = writeln!(
-            stdout,
-            "vigil up: agent for this node serving http://{address}/metrics"
-        );
-        if demo {
-            let _ = writeln!(
-                stdout,
-                "vigil up: 8 simulated GPUs; inject faults by editing {}",
-                config.gpu.simulate_faults.display()
-            );
-        }
-        let _ = writeln!(stdout, "vigil up: Ctrl-C stops it");
-        let _ = stdout.flush();
-        vigil_agent::run(config, listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-        anyhow::Ok(ExitCode::SUCCESS)
     })
 }
