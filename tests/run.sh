@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs the real peers the tests talk to when they
 # are missing (Debian's prometheus with promtool, prometheus-node-exporter,
-# prometheus-alertmanager, python3-aiosmtpd for a real SMTP server, and the
-# OpenTelemetry Python SDK in tests/.venv), builds the binaries the cross-process tests
-# start, then runs `cargo test --workspace`.
+# prometheus-alertmanager, python3-aiosmtpd for a real SMTP server, tmux for the
+# dashboard test, and the OpenTelemetry Python SDK in tests/.venv), builds the binaries
+# the cross-process tests start, then runs `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,8 @@ command -v prometheus-node-exporter >/dev/null 2>&1 || missing+=(prometheus-node
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 # Debian's python3 (not one earlier in PATH) has the aiosmtpd the SMTP sink uses.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+# tmux runs `vigil dash` in a pane of known size for tests/dash_tmux.rs.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod client;
+pub mod dash;
 pub mod matcher;
 pub mod render;
 pub mod silence;

@@ -1,7 +1,8 @@
 //! `vigil`: the operator's command.
 //!
 //! Subcommands: `up`, `promql-test FILE...`, `rules check FILE...`, `rules test FILE...`,
-//! `alerts [history]`, `silence add|list|expire` (the collector's HTTP API; [`client`]).
+//! `dash`, `alerts [history]`, `silence add|list|expire` (the collector's HTTP API;
+//! [`client`]).
 //!
 //! The subcommands live in the `vigil_tui` library (`lib.rs`), so that tests and
 //! benchmarks reach them too.
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use vigil_tui::{alerts, client, silence, up};
+use vigil_tui::{alerts, client, dash, silence, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run Vigil on this machine: an agent for this node, in the foreground.
+    /// Run Vigil on this machine: a collector, an agent for this node and the dashboard
+    /// (headless when stdout is not a terminal); `--demo` adds simulated GPU nodes.
     Up(up::UpArgs),
     /// Run Prometheus's promqltest files against Vigil's PromQL engine.
     PromqlTest {
@@ -43,6 +45,11 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         command: Option<alerts::AlertsCommand>,
+        #[command(flatten)]
+        collector: client::CollectorArgs,
+    },
+    /// The live fleet dashboard: nodes, GPUs, alerts (`?` lists the keys).
+    Dash {
         #[command(flatten)]
         collector: client::CollectorArgs,
     },
@@ -72,7 +79,10 @@ enum RulesCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    vigil_agent::init_logging();
+    // `up` sets up its own logging: into a file while the dashboard owns the terminal.
+    if !matches!(cli.command, Command::Up(_)) {
+        vigil_agent::init_logging();
+    }
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::PromqlTest { files } => promql_test(&files),
@@ -96,6 +106,7 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Dash { collector } => api_command(dash::run(collector)),
         Command::Silence { command, collector } => {
             api_command(async move { silence::run(&collector, &command).await })
         }

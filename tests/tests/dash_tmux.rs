@@ -1,0 +1,295 @@
+//! `vigil dash` as a person sees it: the real binary in a 120×40 tmux pane against a
+//! real collector (API token, a one-rule rule file, a notifier for silences) with an
+//! agent of 8 simulated GPUs shipping to it, one of them running hot. The test reads
+//! the screen with `tmux capture-pane` after each key: the node's row in the fleet,
+//! Enter to its GPU gauges and host panel, Tab to the firing alert, `s` and Enter to
+//! silence it through the collector's API, Esc back to the fleet, the collector killed
+//! (a banner, the last data kept), and `q` to quit with the terminal given back. tmux runs on a private socket and is killed when the test ends, pass or fail.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use vigil_e2e::alerting::peers_present;
+use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, wait_for};
+use vigil_e2e::{binary, http_get};
+
+const NODE: &str = "gpu-node-dash";
+const TOKEN: &str = "dash-e2e-admin-7c1f";
+const ALERT: &str = "DashE2eGpuHot";
+
+/// A detached tmux session on a socket of its own; the server dies with the guard.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let tmux = Self {
+            socket: format!("vigil-dash-e2e-{}-{nanos}", std::process::id()),
+        };
+        let out = tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "dash",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            command,
+        ])?;
+        ensure!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(tmux)
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .context("running tmux (tests/run.sh installs it)")
+    }
+
+    fn screen(&self) -> anyhow::Result<String> {
+        let out = self.run(&["capture-pane", "-p", "-t", "dash"])?;
+        ensure!(
+            out.status.success(),
+            "tmux capture-pane: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn keys(&self, keys: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["send-keys", "-t", "dash"];
+        args.extend_from_slice(keys);
+        let out = self.run(&args)?;
+        ensure!(
+            out.status.success(),
+            "tmux send-keys: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// Waits until the screen satisfies `check`; the error shows the last screen.
+    fn wait_screen(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            last = self.screen()?;
+            if check(&last) {
+                // Shown with the test's output when a later step fails.
+                eprintln!("---- {what} ----\n{last}");
+                return Ok(last);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting for {what}; the screen:\n{last}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The fleet row of `node`: it names the node and shows its 8 GPUs' temperatures.
+fn node_row<'a>(screen: &'a str, node: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .find(|l| l.contains(node) && l.contains("°C") && l.contains('%'))
+}
+
+#[test]
+fn dash_in_tmux_shows_the_fleet_a_node_and_its_alert() -> anyhow::Result<()> {
+    let tmux_present = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !peers_present(&[("tmux", tmux_present)])? {
+        return Ok(());
+    }
+    let dir = TestDir::new("dash-tmux")?;
+    let result = run(dir.path());
+    dir.finish(result)
+}
+
+fn run(dir: &std::path::Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tokens = dir.join("api-tokens");
+    std::fs::write(&tokens, format!("admin {TOKEN}\n"))?;
+    let rules = dir.join("rules.yml");
+    std::fs::write(
+        &rules,
+        format!(
+            "groups:\n  - name: dash-e2e\n    interval: 1s\n    rules:\n      - alert: {ALERT}\n        \
+             expr: DCGM_FI_DEV_GPU_TEMP > 90\n        labels:\n          severity: warning\n        \
+             annotations:\n          summary: GPU {{{{ $labels.gpu }}}} runs at {{{{ $value }}}}°C\n"
+        ),
+    )?;
+    let am = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am,
+        "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+    )?;
+    let faults = dir.join("faults.toml");
+    std::fs::write(&faults, "[[gpu]]\nindex = 3\ntemperature_c = 95\n")?;
+    let mut collector = Collector::start(
+        dir,
+        None,
+        &[
+            "--api-token-file",
+            path_str(&tokens)?,
+            "--rules",
+            path_str(&rules)?,
+            "--alertmanager-config",
+            path_str(&am)?,
+        ],
+    )?;
+    let _agent = ShippingAgent::start(
+        dir,
+        NODE,
+        &collector,
+        &["--simulate-faults", path_str(&faults)?],
+    )?;
+    let auth = format!("Bearer {TOKEN}");
+    wait_for(Duration::from_secs(20), "the node in /api/v1/nodes", || {
+        let r = http_get(
+            collector.listen,
+            "/api/v1/nodes",
+            &[("Authorization", &auth)],
+        )?;
+        Ok((r.status == 200 && r.text()?.contains(NODE)).then_some(()))
+    })?;
+
+    // The shell around vigil dash says how it ended, on the normal screen.
+    let command = format!(
+        "'{}' dash --collector 'http://{}' --token-file '{}'; echo \"vigil dash exited with $?\"; sleep 60",
+        path_str(&binary("vigil")?)?,
+        collector.listen,
+        path_str(&tokens)?
+    );
+    let tmux = Tmux::start(&command)?;
+
+    let screen = tmux.wait_screen("the node's row", Duration::from_secs(15), |s| {
+        node_row(s, NODE).is_some()
+    })?;
+    let row = node_row(&screen, NODE).unwrap_or_default();
+    ensure!(
+        row.contains(" 8 "),
+        "the row shows no 8 GPUs: {row:?}\n{screen}"
+    );
+    ensure!(screen.contains("● live"), "no live mark:\n{screen}");
+    let screen = tmux.wait_screen(
+        "the hot GPU's alert on the row",
+        Duration::from_secs(20),
+        |s| node_row(s, NODE).is_some_and(|r| r.contains("95°C") && r.contains("1!")),
+    )?;
+    let row = node_row(&screen, NODE).unwrap_or_default();
+    ensure!(row.trim_start().starts_with("warn"), "not warn: {row:?}");
+
+    tmux.keys(&["Enter"])?;
+    let screen = tmux.wait_screen("the node view's GPU gauges", Duration::from_secs(10), |s| {
+        s.contains("THROTTLE")
+            && s.contains("host")
+            && s.lines().any(|l| l.starts_with("7 ") && l.contains('%'))
+    })?;
+    ensure!(
+        screen.contains(&format!(" {NODE} ")),
+        "no node title:\n{screen}"
+    );
+    let gpu3 = screen
+        .lines()
+        .find(|l| l.starts_with("3 "))
+        .context("no GPU 3 row")?;
+    ensure!(
+        gpu3.contains("95°C"),
+        "GPU 3 is not hot: {gpu3:?}\n{screen}"
+    );
+    ensure!(
+        screen.contains("Xid timeline"),
+        "no Xid timeline:\n{screen}"
+    );
+
+    tmux.keys(&["Tab"])?;
+    let screen = tmux.wait_screen("the alerts view", Duration::from_secs(10), |s| {
+        s.contains("SUMMARY") && s.contains(ALERT)
+    })?;
+    let line = screen
+        .lines()
+        .find(|l| l.contains(ALERT) && l.contains(NODE))
+        .with_context(|| format!("no alert line for {NODE}:\n{screen}"))?;
+    ensure!(line.starts_with("firing"), "not firing: {line:?}");
+    ensure!(line.contains("GPU 3 runs at 95"), "no summary: {line:?}");
+
+    tmux.keys(&["s"])?;
+    tmux.wait_screen("the silence prompt", Duration::from_secs(5), |s| {
+        s.contains("silence alert") && s.contains("2h")
+    })?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait_screen("the silence's id", Duration::from_secs(10), |s| {
+        s.contains("silence ") && s.contains(" created until ")
+    })?;
+    let r = http_get(
+        collector.listen,
+        "/api/v1/silences",
+        &[("Authorization", &auth)],
+    )?;
+    let silences = r.text()?;
+    ensure!(
+        silences.contains(ALERT) && silences.contains("silenced from vigil dash"),
+        "the collector has no such silence: {silences}"
+    );
+
+    tmux.keys(&["Escape"])?;
+    tmux.wait_screen("the fleet again", Duration::from_secs(5), |s| {
+        node_row(s, NODE).is_some()
+    })?;
+    // The collector goes away: a banner, the last data stays, no crash.
+    collector.kill()?;
+    let screen = tmux.wait_screen("the collector-down banner", Duration::from_secs(10), |s| {
+        s.contains("collector unreachable") && s.contains("offline")
+    })?;
+    ensure!(
+        node_row(&screen, NODE).is_some(),
+        "the last data is gone:\n{screen}"
+    );
+    tmux.keys(&["q"])?;
+    let screen = tmux.wait_screen("vigil dash to exit", Duration::from_secs(10), |s| {
+        s.contains("vigil dash exited with")
+    })?;
+    ensure!(
+        screen.contains("vigil dash exited with 0"),
+        "vigil dash failed:\n{screen}"
+    );
+    ensure!(
+        !screen.contains("HLTH"),
+        "the dashboard is still on screen (alternate screen not left):\n{screen}"
+    );
+    eprintln!("dash_tmux took {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn path_str(path: &std::path::Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}

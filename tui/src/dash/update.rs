@@ -1,0 +1,251 @@
+//! [`update`]: the only code that changes the dashboard's [`State`], one [`Action`] at a
+//! time, and the cursor and view moves it is made of.
+
+use super::state::{Action, Effect, Link, Mode, Notice, SilencePrompt, SortKey, State, View};
+
+/// Rows a page key moves.
+const PAGE_ROWS: usize = 10;
+
+impl State {
+    fn list_len(&self) -> usize {
+        match self.view {
+            View::Fleet => self.visible.len(),
+            View::Node => self.data.detail.as_ref().map_or(0, |d| d.gpus.len()),
+            View::Alerts => self.data.alerts.len(),
+        }
+    }
+
+    fn cursor(&mut self) -> &mut usize {
+        match self.view {
+            View::Fleet => &mut self.fleet_ui.selected,
+            View::Node => &mut self.node_ui.selected_gpu,
+            View::Alerts => &mut self.alerts_ui.selected,
+        }
+    }
+
+    fn move_cursor(&mut self, delta: isize) {
+        let len = self.list_len();
+        let cursor = self.cursor();
+        *cursor = cursor
+            .saturating_add_signed(delta)
+            .min(len.saturating_sub(1));
+    }
+
+    fn open_node(&mut self, name: String) -> Option<Effect> {
+        // The details of another node stay until the fetcher answers; the view shows
+        // only details whose node matches.
+        if self.node_ui.node.as_deref() != Some(&name) {
+            self.node_ui.selected_gpu = 0;
+        }
+        self.node_ui.node = Some(name.clone());
+        self.view = View::Node;
+        Some(Effect::Focus(Some(name)))
+    }
+
+    fn switch_to(&mut self, view: View) -> Option<Effect> {
+        if view == View::Node {
+            let name = self
+                .node_ui
+                .node
+                .clone()
+                .or_else(|| self.selected_entry().map(|e| e.node.name.clone()))?;
+            return self.open_node(name);
+        }
+        let leaving_node = self.view == View::Node;
+        self.view = view;
+        leaving_node.then_some(Effect::Focus(None))
+    }
+
+    fn cycle_view(&mut self, forward: bool) -> Option<Effect> {
+        let at = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
+        let n = View::ALL.len();
+        let mut next = if forward {
+            (at + 1) % n
+        } else {
+            (at + n - 1) % n
+        };
+        // The node view needs a node: skip it when there is none to show.
+        if View::ALL[next] == View::Node
+            && self.node_ui.node.is_none()
+            && self.selected_entry().is_none()
+        {
+            next = if forward {
+                (next + 1) % n
+            } else {
+                (next + n - 1) % n
+            };
+        }
+        self.switch_to(View::ALL[next])
+    }
+}
+
+/// Applies `action`; the effect, if any, is the event loop's to perform.
+pub fn update(state: &mut State, action: Action) -> Option<Effect> {
+    match action {
+        Action::Tick(now) => state.now = now,
+        Action::Fetched(snapshot) => {
+            state.link = Link::Up;
+            state.set_snapshot(*snapshot);
+        }
+        Action::FetchFailed(error) => {
+            let since = match &state.link {
+                Link::Down { since, .. } => *since,
+                _ => state.now,
+            };
+            state.link = Link::Down { since, error };
+        }
+        Action::Resize(w, h) => state.size = (w, h),
+        Action::Up => state.move_cursor(-1),
+        Action::Down => state.move_cursor(1),
+        Action::PageUp => state.move_cursor(-(PAGE_ROWS as isize)),
+        Action::PageDown => state.move_cursor(PAGE_ROWS as isize),
+        Action::Home => *state.cursor() = 0,
+        Action::End => *state.cursor() = state.list_len().saturating_sub(1),
+        Action::Left if state.view == View::Node => state.move_cursor(-1),
+        Action::Right if state.view == View::Node => state.move_cursor(1),
+        Action::Left | Action::Right => {}
+        Action::Click(row) => {
+            if row >= state.list_len() {
+                return None;
+            }
+            if *state.cursor() == row {
+                return update(state, Action::Enter);
+            }
+            *state.cursor() = row;
+        }
+        Action::Enter => match state.view {
+            View::Fleet => {
+                let name = state.selected_entry()?.node.name.clone();
+                return state.open_node(name);
+            }
+            View::Alerts => {
+                let node = state.selected_alert()?.node.clone();
+                if state.fleet.iter().any(|e| e.node.name == node) {
+                    return state.open_node(node);
+                }
+            }
+            View::Node => {}
+        },
+        Action::Back => {
+            state.notice = None;
+            if state.view != View::Fleet {
+                return state.switch_to(View::Fleet);
+            }
+            if !state.fleet_ui.filter.is_empty() {
+                return update(state, Action::FilterClear);
+            }
+        }
+        Action::NextView => return state.cycle_view(true),
+        Action::PrevView => return state.cycle_view(false),
+        Action::GoTo(view) => return state.switch_to(view),
+        Action::ToggleHelp => {
+            state.mode = match state.mode {
+                Mode::Help => Mode::Normal,
+                _ => Mode::Help,
+            }
+        }
+        Action::StartFilter => {
+            let effect = if state.view == View::Fleet {
+                None
+            } else {
+                state.switch_to(View::Fleet)
+            };
+            state.mode = Mode::Filter;
+            return effect;
+        }
+        Action::FilterChar(c) => {
+            let keep = state.selected_entry().map(|e| e.node.name.clone());
+            state.fleet_ui.filter.push(c);
+            state.refresh_visible(keep.as_deref());
+        }
+        Action::FilterBackspace => {
+            let keep = state.selected_entry().map(|e| e.node.name.clone());
+            state.fleet_ui.filter.pop();
+            state.refresh_visible(keep.as_deref());
+        }
+        Action::FilterDone => state.mode = Mode::Normal,
+        Action::FilterClear => {
+            let keep = state.selected_entry().map(|e| e.node.name.clone());
+            state.fleet_ui.filter.clear();
+            state.mode = Mode::Normal;
+            state.refresh_visible(keep.as_deref());
+        }
+        Action::NextSort => {
+            let at = SortKey::ALL
+                .iter()
+                .position(|k| Some(*k) == state.fleet_ui.sort)
+                .map_or(1, |i| (i + 1) % SortKey::ALL.len());
+            state.fleet_ui.sort = Some(SortKey::ALL[at]);
+            state.fleet_ui.descending = false;
+            let keep = state.selected_entry().map(|e| e.node.name.clone());
+            state.refresh_visible(keep.as_deref());
+        }
+        Action::ReverseSort => {
+            state.fleet_ui.descending = !state.fleet_ui.descending;
+            let keep = state.selected_entry().map(|e| e.node.name.clone());
+            state.refresh_visible(keep.as_deref());
+        }
+        Action::StartSilence => {
+            if state.view != View::Alerts {
+                return None;
+            }
+            let alert = state.selected_alert()?.clone();
+            state.mode = Mode::Silence(Box::new(SilencePrompt {
+                alert,
+                duration: "2h".to_owned(),
+                comment: "silenced from vigil dash".to_owned(),
+                field: 0,
+                error: None,
+            }));
+        }
+        Action::PromptChar(c) => {
+            if let Mode::Silence(p) = &mut state.mode {
+                prompt_field(p).push(c);
+            }
+        }
+        Action::PromptBackspace => {
+            if let Mode::Silence(p) = &mut state.mode {
+                prompt_field(p).pop();
+            }
+        }
+        Action::PromptNextField => {
+            if let Mode::Silence(p) = &mut state.mode {
+                p.field = (p.field + 1) % 2;
+            }
+        }
+        Action::PromptSubmit => {
+            let Mode::Silence(p) = &mut state.mode else {
+                return None;
+            };
+            match super::silence_body(&p.alert, &p.duration, &p.comment, state.now) {
+                Ok(body) => {
+                    state.notice = Some(Notice {
+                        text: format!("silencing {} ...", p.alert.name),
+                        error: false,
+                    });
+                    state.mode = Mode::Normal;
+                    return Some(Effect::Silence(body));
+                }
+                Err(e) => p.error = Some(format!("{e:#}")),
+            }
+        }
+        Action::Cancel => state.mode = Mode::Normal,
+        Action::Silenced(result) => {
+            state.notice = Some(match result {
+                Ok(text) => Notice { text, error: false },
+                Err(text) => Notice { text, error: true },
+            });
+        }
+        Action::Quit => state.quit = true,
+    }
+    None
+}
+
+fn prompt_field(p: &mut SilencePrompt) -> &mut String {
+    p.error = None;
+    if p.field == 0 {
+        &mut p.duration
+    } else {
+        &mut p.comment
+    }
+}

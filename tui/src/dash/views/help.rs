@@ -1,0 +1,45 @@
+//! The `?` overlay: every key, as nvitop, btop and k9s users expect them.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::overlay;
+
+const KEYS: &[(&str, &str)] = &[
+    ("↑ ↓  k j", "move the cursor (the mouse wheel too)"),
+    ("PgUp PgDn g G", "page, first, last"),
+    ("← →  h l", "previous / next GPU in the node view"),
+    ("Enter", "open the node (a click on the selected row too)"),
+    ("Esc", "back to the fleet; clear the filter"),
+    ("Tab ⇧Tab 1 2 3", "fleet, node, alerts (or click a tab)"),
+    ("/", "filter nodes by name or health (ok warn crit down)"),
+    ("s  r", "fleet: next sort column, reverse order"),
+    ("s", "alerts: silence the selected alert"),
+    ("?", "this help"),
+    ("q  Ctrl-C", "quit"),
+];
+
+pub fn render(frame: &mut Frame<'_>, area: Rect) {
+    let rect = overlay(frame, area, 72, KEYS.len() as u16 + 4);
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let mut lines: Vec<Line<'static>> = KEYS
+        .iter()
+        .map(|(keys, what)| {
+            Line::from(vec![
+                Span::styled(format!("{keys:<15}"), bold),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    lines.push(Line::styled(
+        "Esc or ? closes this",
+        Style::new().add_modifier(Modifier::DIM),
+    ));
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .title(Span::styled(" keys ", bold));
+    frame.render_widget(Paragraph::new(lines).block(block), rect);
+}

@@ -1,0 +1,405 @@
+//! Every screen of `vigil dash`, drawn from fixed data onto ratatui's TestBackend at
+//! 80×24 (the smallest supported terminal) and 160×48, compared with the committed
+//! snapshots in `tests/snapshots/`. After a deliberate change to a screen, review the
+//! new text with `INSTA_UPDATE=always cargo test -p vigil-tui --test dash_snapshots`
+//! and `git diff`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use vigil_tui::dash::model::{
+    Alert, AlertState, Filesystem, GpuDetail, GpuHistory, GpuRow, HostStats, Network, NodeDetail,
+    NodeRow, Snapshot, XidEvent,
+};
+use vigil_tui::dash::render;
+use vigil_tui::dash::state::{Action, Link, State, View, update};
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A deterministic utilisation for GPU `g` of node `n`.
+fn util(n: usize, g: usize) -> f64 {
+    ((n * 37 + g * 23) % 97) as f64
+}
+
+fn node(n: usize, name: &str, up: bool, lost: &[usize], seen_secs: i64) -> NodeRow {
+    let gpus = (0..8)
+        .map(|g| GpuRow {
+            index: g.to_string(),
+            up: !lost.contains(&g),
+            util_pct: (!lost.contains(&g)).then(|| util(n, g)),
+            temp_c: (!lost.contains(&g)).then(|| 40.0 + util(n, g) / 3.0),
+            power_w: (!lost.contains(&g)).then(|| 90.0 + util(n, g) * 4.5),
+        })
+        .collect();
+    NodeRow {
+        name: name.to_owned(),
+        up,
+        last_seen: Some(now() - Duration::seconds(seen_secs)),
+        agent_version: "0.1.0".to_owned(),
+        gpus,
+        cpu_pct: Some(10.0 + n as f64 * 7.0),
+        mem_pct: Some(30.0 + n as f64 * 5.0),
+    }
+}
+
+fn alert(name: &str, state: AlertState, node: &str, severity: &str, summary: &str) -> Alert {
+    Alert {
+        name: name.to_owned(),
+        state,
+        node: node.to_owned(),
+        severity: severity.to_owned(),
+        active_at: Some(now() - Duration::seconds(312)),
+        value: "1".to_owned(),
+        labels: labels(&[("alertname", name), ("node", node), ("severity", severity)]),
+        annotations: labels(&[
+            ("summary", summary),
+            (
+                "description",
+                "Reset the GPU or drain the node; see the runbook.",
+            ),
+        ]),
+    }
+}
+
+fn history(g: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
+    (0..61).map(|i| f(i + g * 5)).collect()
+}
+
+fn gpu_detail(g: usize) -> GpuDetail {
+    let u = util(3, g);
+    let mut d = GpuDetail {
+        index: g.to_string(),
+        model: "NVIDIA H100 80GB HBM3".to_owned(),
+        uuid: format!("GPU-0000000{g}-aaaa-bbbb-cccc-dddddddddddd"),
+        up: g != 5,
+        util_pct: Some(u),
+        mem_used_mib: Some(800.0 * u),
+        mem_total_mib: Some(81559.0),
+        temp_c: Some(40.0 + u / 3.0),
+        mem_temp_c: Some(45.0 + u / 4.0),
+        power_w: Some(90.0 + u * 4.5),
+        sm_clock_mhz: Some(1980.0),
+        mem_clock_mhz: Some(2619.0),
+        throttle: Vec::new(),
+        ecc_sbe_volatile: Some(0.0),
+        ecc_dbe_volatile: Some(0.0),
+        ecc_sbe_aggregate: Some(0.0),
+        ecc_dbe_aggregate: Some(0.0),
+        remapped_correctable: Some(0.0),
+        remapped_uncorrectable: Some(0.0),
+        remap_pending: Some(0.0),
+        remap_failure: Some(0.0),
+        xid_total: 0.0,
+        last_xid: Some(0.0),
+        history: GpuHistory {
+            util_pct: history(g, |i| ((i * 13) % 100) as f64),
+            mem_used_mib: history(g, |i| 20_000.0 + ((i * 7) % 50) as f64 * 1000.0),
+            temp_c: history(g, |i| 40.0 + ((i * 3) % 30) as f64),
+            power_w: history(g, |i| 100.0 + ((i * 17) % 450) as f64),
+            sm_clock_mhz: history(g, |i| if i % 20 < 3 { 1410.0 } else { 1980.0 }),
+            throttle_reasons: history(g, |i| if i % 20 < 3 { 1.0 } else { 0.0 }),
+        },
+    };
+    match g {
+        1 => {
+            d.ecc_sbe_volatile = Some(12.0);
+            d.ecc_dbe_volatile = Some(1.0);
+            d.remapped_uncorrectable = Some(1.0);
+            d.remap_pending = Some(1.0);
+            d.xid_total = 1.0;
+            d.last_xid = Some(48.0);
+        }
+        2 => {
+            d.throttle = vec!["sw_power_cap".to_owned(), "hw_slowdown".to_owned()];
+            d.sm_clock_mhz = Some(1410.0);
+        }
+        5 => {
+            d.xid_total = 1.0;
+            d.last_xid = Some(79.0);
+        }
+        _ => {}
+    }
+    d
+}
+
+fn snapshot() -> Snapshot {
+    let mut nodes = vec![
+        node(1, "gpu-node-01", true, &[], 1),
+        node(2, "gpu-node-02", true, &[], 2),
+        node(3, "gpu-node-03", true, &[5], 1),
+        node(4, "gpu-node-04", false, &[], 312),
+        node(5, "gpu-node-10", true, &[], 1),
+    ];
+    nodes[1].gpus[3].temp_c = Some(88.0);
+    nodes.push(NodeRow {
+        name: "login-01".to_owned(),
+        up: true,
+        last_seen: Some(now() - Duration::seconds(3)),
+        agent_version: "0.1.0".to_owned(),
+        gpus: Vec::new(),
+        cpu_pct: Some(4.0),
+        mem_pct: Some(22.0),
+    });
+    let alerts = vec![
+        alert(
+            "GpuFellOffBus",
+            AlertState::Firing,
+            "gpu-node-03",
+            "critical",
+            "GPU 5 of gpu-node-03 fell off the bus (Xid 79)",
+        ),
+        alert(
+            "VigilNodeDown",
+            AlertState::Firing,
+            "gpu-node-04",
+            "critical",
+            "gpu-node-04 stopped sending 5m ago",
+        ),
+        alert(
+            "GpuTemperatureHigh",
+            AlertState::Firing,
+            "gpu-node-02",
+            "warning",
+            "GPU 3 of gpu-node-02 runs at 88°C",
+        ),
+        alert(
+            "GpuEccDoubleBit",
+            AlertState::Pending,
+            "gpu-node-03",
+            "critical",
+            "GPU 1 of gpu-node-03 reported a double-bit ECC error",
+        ),
+    ];
+    let detail = NodeDetail {
+        node: "gpu-node-03".to_owned(),
+        gpus: (0..8).map(gpu_detail).collect(),
+        host: HostStats {
+            cpu_pct: Some(37.0),
+            cpu_history: (0..61).map(|i| 30.0 + (i % 10) as f64).collect(),
+            load1: Some(12.3),
+            mem_total_bytes: Some(2048.0 * 1024f64.powi(3)),
+            mem_available_bytes: Some(1300.0 * 1024f64.powi(3)),
+            filesystems: vec![
+                Filesystem {
+                    mountpoint: "/".to_owned(),
+                    size_bytes: 1.8 * 1024f64.powi(4),
+                    avail_bytes: 1.1 * 1024f64.powi(4),
+                },
+                Filesystem {
+                    mountpoint: "/raid".to_owned(),
+                    size_bytes: 28.0 * 1024f64.powi(4),
+                    avail_bytes: 20.0 * 1024f64.powi(4),
+                },
+            ],
+            disk_read_bps: Some(850.0 * 1024f64.powi(2)),
+            disk_write_bps: Some(120.0 * 1024f64.powi(2)),
+            networks: vec![
+                Network {
+                    device: "ibp12s0".to_owned(),
+                    rx_bps: 22.5 * 1024f64.powi(3),
+                    tx_bps: 21.0 * 1024f64.powi(3),
+                },
+                Network {
+                    device: "eth0".to_owned(),
+                    rx_bps: 1.2 * 1024f64.powi(2),
+                    tx_bps: 0.8 * 1024f64.powi(2),
+                },
+            ],
+        },
+        xid_events: vec![
+            XidEvent {
+                at: now() - Duration::seconds(300),
+                gpu: "5".to_owned(),
+                xid: "79".to_owned(),
+                count: 1.0,
+            },
+            XidEvent {
+                at: now() - Duration::seconds(1500),
+                gpu: "1".to_owned(),
+                xid: "48".to_owned(),
+                count: 1.0,
+            },
+        ],
+        history_secs: 600,
+    };
+    Snapshot {
+        taken_at: Some(now() - Duration::seconds(1)),
+        nodes,
+        alerts,
+        detail: Some(detail),
+        errors: Vec::new(),
+    }
+}
+
+/// A state with the fixture loaded, as after the first good round.
+fn loaded(width: u16, height: u16) -> State {
+    let mut state = State::new("http://127.0.0.1:9436", now());
+    update(&mut state, Action::Resize(width, height));
+    update(&mut state, Action::Fetched(Box::new(snapshot())));
+    state
+}
+
+fn draw(state: &State) -> String {
+    let (w, h) = state.size;
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal.draw(|f| render(f, state)).unwrap();
+    terminal.backend().to_string()
+}
+
+fn check(name: &str, prepare: impl Fn(&mut State)) {
+    for (w, h) in SIZES {
+        let mut state = loaded(w, h);
+        prepare(&mut state);
+        let screen = draw(&state);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), screen);
+    }
+}
+
+#[test]
+fn fleet_view() {
+    check("fleet", |_| {});
+}
+
+#[test]
+fn fleet_sorted_by_util_and_filtered() {
+    check("fleet_filtered", |s| {
+        update(s, Action::NextSort);
+        update(s, Action::NextSort);
+        assert_eq!(s.fleet_ui.sort.map(|k| k.name()), Some("util"));
+        update(s, Action::StartFilter);
+        for c in "node-0".chars() {
+            update(s, Action::FilterChar(c));
+        }
+    });
+}
+
+#[test]
+fn node_view() {
+    check("node", |s| {
+        // gpu-node-03 (lost GPU, critical) sorts after the down node.
+        let at = s
+            .visible
+            .iter()
+            .position(|&i| s.fleet[i].node.name == "gpu-node-03")
+            .unwrap();
+        update(s, Action::Click(at));
+        update(s, Action::Enter);
+        assert_eq!(s.view, View::Node);
+        update(s, Action::Down);
+        update(s, Action::Down);
+    });
+}
+
+#[test]
+fn alerts_view() {
+    check("alerts", |s| {
+        update(s, Action::GoTo(View::Alerts));
+    });
+}
+
+#[test]
+fn silence_prompt() {
+    check("silence_prompt", |s| {
+        update(s, Action::GoTo(View::Alerts));
+        update(s, Action::StartSilence);
+    });
+}
+
+#[test]
+fn help_overlay() {
+    check("help", |s| {
+        update(s, Action::ToggleHelp);
+    });
+}
+
+#[test]
+fn collector_down_banner() {
+    check("collector_down", |s| {
+        update(
+            s,
+            Action::FetchFailed(
+                "cannot reach the collector at http://127.0.0.1:9436: Connection refused (os error 111)"
+                    .to_owned(),
+            ),
+        );
+        update(s, Action::Tick(now() + Duration::seconds(42)));
+        assert!(matches!(s.link, Link::Down { .. }));
+    });
+}
+
+#[test]
+fn failed_queries_banner() {
+    check("query_errors", |s| {
+        let mut snapshot = s.data.clone();
+        snapshot.errors = vec![
+            "DCGM_FI_DEV_POWER_USAGE: GET /api/v1/query: no answer within 5s".to_owned(),
+            "vigil_gpu_up: GET /api/v1/query: no answer within 5s".to_owned(),
+        ];
+        update(s, Action::Fetched(Box::new(snapshot)));
+    });
+}
+
+#[test]
+fn connecting_without_data() {
+    for (w, h) in SIZES {
+        let mut state = State::new("http://127.0.0.1:9436", now());
+        update(&mut state, Action::Resize(w, h));
+        insta::assert_snapshot!(format!("connecting_{w}x{h}"), draw(&state));
+    }
+}
+
+/// Puts a state into the screen under test.
+type Prepare = fn(&mut State);
+
+/// No screen panics or overflows on a terminal too small for it, nor on a huge one.
+#[test]
+fn every_screen_survives_any_size() {
+    let screens: [(&str, Prepare); 6] = [
+        ("fleet", |_| {}),
+        ("node", |s| {
+            update(s, Action::Enter);
+        }),
+        ("alerts", |s| {
+            update(s, Action::GoTo(View::Alerts));
+        }),
+        ("prompt", |s| {
+            update(s, Action::GoTo(View::Alerts));
+            update(s, Action::StartSilence);
+        }),
+        ("help", |s| {
+            update(s, Action::ToggleHelp);
+        }),
+        ("down", |s| {
+            update(s, Action::FetchFailed("gone".into()));
+        }),
+    ];
+    for (w, h) in [
+        (1, 1),
+        (2, 2),
+        (10, 3),
+        (20, 5),
+        (40, 10),
+        (79, 23),
+        (400, 120),
+    ] {
+        for (name, prepare) in &screens {
+            let mut state = loaded(w, h);
+            prepare(&mut state);
+            let screen = draw(&state);
+            assert_eq!(screen.lines().count(), usize::from(h), "{name} at {w}x{h}");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The dashboard's input and update logic without a terminal: keys and clicks to
+//! actions, actions to state and effects.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use vigil_tui::dash::keys::action_for;
+use vigil_tui::dash::model::{Alert, AlertState, GpuRow, NodeRow, Snapshot};
+use vigil_tui::dash::state::{Action, Effect, Link, Mode, SortKey, State, View, update};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+fn node(name: &str, util: f64) -> NodeRow {
+    NodeRow {
+        name: name.to_owned(),
+        up: true,
+        last_seen: Some(now()),
+        agent_version: "0.1.0".to_owned(),
+        gpus: vec![GpuRow {
+            index: "0".to_owned(),
+            up: true,
+            util_pct: Some(util),
+            temp_c: Some(50.0),
+            power_w: Some(300.0),
+        }],
+        cpu_pct: None,
+        mem_pct: None,
+    }
+}
+
+fn firing(name: &str, node: &str) -> Alert {
+    let labels: BTreeMap<String, String> = [
+        ("alertname", name),
+        ("node", node),
+        ("severity", "critical"),
+        ("gpu", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    Alert {
+        name: name.to_owned(),
+        state: AlertState::Firing,
+        node: node.to_owned(),
+        severity: "critical".to_owned(),
+        active_at: Some(now()),
+        value: "1".to_owned(),
+        labels,
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn loaded() -> State {
+    let mut state = State::new("http://127.0.0.1:9436", now());
+    update(&mut state, Action::Resize(80, 24));
+    let snapshot = Snapshot {
+        taken_at: Some(now()),
+        nodes: vec![
+            node("gpu-10", 90.0),
+            node("gpu-2", 10.0),
+            node("gpu-1", 50.0),
+        ],
+        alerts: vec![firing("GpuFellOffBus", "gpu-10")],
+        detail: None,
+        errors: Vec::new(),
+    };
+    update(&mut state, Action::Fetched(Box::new(snapshot)));
+    state
+}
+
+fn names(state: &State) -> Vec<&str> {
+    state
+        .visible
+        .iter()
+        .map(|&i| state.fleet[i].node.name.as_str())
+        .collect()
+}
+
+fn key(code: KeyCode) -> Event {
+    Event::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn click(column: u16, row: u16) -> Event {
+    Event::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+#[test]
+fn health_first_then_names_in_numeric_order() {
+    let mut state = loaded();
+    // gpu-10 has a critical alert firing: it comes first.
+    assert_eq!(names(&state), ["gpu-10", "gpu-1", "gpu-2"]);
+    update(&mut state, Action::NextSort);
+    assert_eq!(state.fleet_ui.sort, Some(SortKey::Name));
+    assert_eq!(names(&state), ["gpu-1", "gpu-2", "gpu-10"]);
+    update(&mut state, Action::NextSort);
+    assert_eq!(
+        names(&state),
+        ["gpu-10", "gpu-1", "gpu-2"],
+        "util, busiest first"
+    );
+    update(&mut state, Action::ReverseSort);
+    assert_eq!(names(&state), ["gpu-2", "gpu-1", "gpu-10"]);
+}
+
+#[test]
+fn the_cursor_follows_its_node_through_sorts_and_filters() {
+    let mut state = loaded();
+    update(&mut state, Action::Down);
+    assert_eq!(state.selected_entry().unwrap().node.name, "gpu-1");
+    update(&mut state, Action::NextSort);
+    assert_eq!(state.selected_entry().unwrap().node.name, "gpu-1");
+    update(&mut state, Action::StartFilter);
+    assert_eq!(state.mode, Mode::Filter);
+    for c in "gpu-2".chars() {
+        update(&mut state, Action::FilterChar(c));
+    }
+    assert_eq!(names(&state), ["gpu-2"]);
+    assert_eq!(state.fleet_ui.selected, 0);
+    update(&mut state, Action::FilterClear);
+    assert_eq!(names(&state).len(), 3);
+    assert_eq!(state.mode, Mode::Normal);
+}
+
+#[test]
+fn enter_opens_the_node_and_esc_comes_back() {
+    let mut state = loaded();
+    let effect = update(&mut state, Action::Enter);
+    assert_eq!(effect, Some(Effect::Focus(Some("gpu-10".to_owned()))));
+    assert_eq!(state.view, View::Node);
+    let effect = update(&mut state, Action::Back);
+    assert_eq!(effect, Some(Effect::Focus(None)));
+    assert_eq!(state.view, View::Fleet);
+    // Tab: fleet, node (the selected node), alerts, fleet.
+    assert_eq!(
+        update(&mut state, Action::NextView),
+        Some(Effect::Focus(Some("gpu-10".to_owned())))
+    );
+    assert_eq!(
+        update(&mut state, Action::NextView),
+        Some(Effect::Focus(None))
+    );
+    assert_eq!(state.view, View::Alerts);
+    assert_eq!(update(&mut state, Action::NextView), None);
+    assert_eq!(state.view, View::Fleet);
+}
+
+#[test]
+fn tab_skips_the_node_view_without_nodes() {
+    let mut state = State::new("http://x", now());
+    update(&mut state, Action::NextView);
+    assert_eq!(state.view, View::Alerts);
+}
+
+#[test]
+fn an_unreachable_collector_keeps_the_data() {
+    let mut state = loaded();
+    update(&mut state, Action::FetchFailed("connection refused".into()));
+    update(
+        &mut state,
+        Action::Tick(now() + chrono::Duration::seconds(10)),
+    );
+    update(&mut state, Action::FetchFailed("connection refused".into()));
+    match &state.link {
+        Link::Down { since, error } => {
+            assert_eq!(*since, now(), "the outage started at the first failure");
+            assert_eq!(error, "connection refused");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.fleet.len(), 3);
+    let snapshot = state.data.clone();
+    update(&mut state, Action::Fetched(Box::new(snapshot)));
+    assert_eq!(state.link, Link::Up);
+}
+
+#[test]
+fn keys_depend_on_the_mode() {
+    let mut state = loaded();
+    assert_eq!(
+        action_for(&key(KeyCode::Char('q')), &state),
+        Some(Action::Quit)
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Char('j')), &state),
+        Some(Action::Down)
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Tab), &state),
+        Some(Action::NextView)
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Char('s')), &state),
+        Some(Action::NextSort)
+    );
+    let ctrl_c = Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    update(&mut state, Action::StartFilter);
+    assert_eq!(
+        action_for(&key(KeyCode::Char('q')), &state),
+        Some(Action::FilterChar('q'))
+    );
+    assert_eq!(action_for(&ctrl_c, &state), Some(Action::Quit));
+    update(&mut state, Action::FilterDone);
+    update(&mut state, Action::GoTo(View::Alerts));
+    assert_eq!(
+        action_for(&key(KeyCode::Char('s')), &state),
+        Some(Action::StartSilence)
+    );
+    update(&mut state, Action::StartSilence);
+    assert_eq!(
+        action_for(&key(KeyCode::Char('q')), &state),
+        Some(Action::PromptChar('q'))
+    );
+    assert_eq!(action_for(&ctrl_c, &state), Some(Action::Quit));
+    assert_eq!(action_for(&key(KeyCode::Esc), &state), Some(Action::Cancel));
+}
+
+#[test]
+fn clicks_select_rows_and_tabs() {
+    let mut state = loaded();
+    // Row 0 is the tab line, row 1 the table's heading, rows 2.. the nodes.
+    assert_eq!(action_for(&click(10, 3), &state), Some(Action::Click(1)));
+    assert_eq!(action_for(&click(10, 1), &state), None);
+    assert_eq!(
+        action_for(&click(10, 20), &state),
+        None,
+        "below the last row"
+    );
+    update(&mut state, Action::Click(1));
+    assert_eq!(state.fleet_ui.selected, 1);
+    assert_eq!(state.view, View::Fleet);
+    // A second click on the selected row opens it.
+    let effect = update(&mut state, Action::Click(1));
+    assert_eq!(effect, Some(Effect::Focus(Some("gpu-1".to_owned()))));
+    // " vigil " then " 1 Fleet (3) ", " 2 Node ", " 3 Alerts (1) ".
+    let x = " vigil  1 Fleet (3)   2 Node   3 Alerts".len() as u16 - 3;
+    assert_eq!(
+        action_for(&click(x, 0), &state),
+        Some(Action::GoTo(View::Alerts))
+    );
+    let scroll = Event::Mouse(MouseEvent {
+        kind: MouseEventKind::ScrollDown,
+        column: 0,
+        row: 5,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(action_for(&scroll, &state), Some(Action::Down));
+}
+
+#[test]
+fn silencing_posts_every_label_of_the_alert() {
+    let mut state = loaded();
+    update(&mut state, Action::GoTo(View::Alerts));
+    update(&mut state, Action::StartSilence);
+    // A bad duration is reported in the prompt; nothing is sent.
+    update(&mut state, Action::PromptBackspace);
+    update(&mut state, Action::PromptBackspace);
+    update(&mut state, Action::PromptChar('x'));
+    assert_eq!(update(&mut state, Action::PromptSubmit), None);
+    let Mode::Silence(prompt) = &state.mode else {
+        panic!("{:?}", state.mode)
+    };
+    assert!(
+        prompt.error.as_deref().unwrap().contains("--duration"),
+        "{prompt:?}"
+    );
+    update(&mut state, Action::PromptBackspace);
+    for c in "90m".chars() {
+        update(&mut state, Action::PromptChar(c));
+    }
+    update(&mut state, Action::PromptNextField);
+    for c in " (rma)".chars() {
+        update(&mut state, Action::PromptChar(c));
+    }
+    let Some(Effect::Silence(body)) = update(&mut state, Action::PromptSubmit) else {
+        panic!("no silence effect");
+    };
+    assert_eq!(state.mode, Mode::Normal);
+    assert_eq!(body["endsAt"], "2026-11-27T13:30:00.000Z");
+    assert_eq!(body["comment"], "silenced from vigil dash (rma)");
+    let matchers = body["matchers"].as_array().unwrap();
+    assert_eq!(matchers.len(), 4);
+    assert!(matchers.iter().any(|m| m["name"] == "gpu"
+        && m["value"] == "3"
+        && m["isEqual"] == true
+        && m["isRegex"] == false));
+    update(
+        &mut state,
+        Action::Silenced(Err("silence failed: 404".into())),
+    );
+    assert!(state.notice.as_ref().unwrap().error);
+}
