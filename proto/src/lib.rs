@@ -7,9 +7,11 @@
 //!   in its errors.
 //! - [`exposition`]: Prometheus's text exposition formats — classic 0.0.4 and
 //!   OpenMetrics 1.0 (with counters' `_created` lines) — written from metric families.
+//! - [`logs`]: how a log line travels as an OTLP log record (attribute keys).
 
 pub mod config;
 pub mod exposition;
+pub mod logs;
 pub mod metrics;
 pub mod otlp;
 
