@@ -8,6 +8,7 @@
 //!   client sees it, and [`collector::TestDir`], which prints the processes' logs when a
 //!   test fails.
 //! - [`otlp`]: OTLP requests built by hand and sent over HTTP or gRPC.
+//! - [`tmux`]: a terminal program in a detached tmux pane, keys in, screen out.
 //! - [`alerting`]: the alerting tests' peers: a webhook listener that can go down and
 //!   come back, the aiosmtpd SMTP sink, Prometheus with rules beside Alertmanager, the
 //!   simulated GPUs' fault file, the GPU pack with short timers
@@ -28,6 +29,7 @@ pub mod alerting;
 pub mod bench;
 pub mod collector;
 pub mod otlp;
+pub mod tmux;
 
 /// The path of a workspace binary in the target directory this crate was built into.
 /// `./tests/run.sh` runs `cargo build --workspace --bins` before the tests, because

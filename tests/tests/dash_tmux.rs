@@ -6,111 +6,17 @@
 //! silence it through the collector's API, Esc back to the fleet, the collector killed
 //! (a banner, the last data kept), and `q` to quit with the terminal given back. tmux runs on a private socket and is killed when the test ends, pass or fail.
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use vigil_e2e::alerting::peers_present;
 use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, wait_for};
+use vigil_e2e::tmux::{self, Tmux};
 use vigil_e2e::{binary, http_get};
 
 const NODE: &str = "gpu-node-dash";
 const TOKEN: &str = "dash-e2e-admin-7c1f";
 const ALERT: &str = "DashE2eGpuHot";
-
-/// A detached tmux session on a socket of its own; the server dies with the guard.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos();
-        let tmux = Self {
-            socket: format!("vigil-dash-e2e-{}-{nanos}", std::process::id()),
-        };
-        let out = tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "dash",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            command,
-        ])?;
-        ensure!(
-            out.status.success(),
-            "tmux new-session: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .context("running tmux (tests/run.sh installs it)")
-    }
-
-    fn screen(&self) -> anyhow::Result<String> {
-        let out = self.run(&["capture-pane", "-p", "-t", "dash"])?;
-        ensure!(
-            out.status.success(),
-            "tmux capture-pane: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn keys(&self, keys: &[&str]) -> anyhow::Result<()> {
-        let mut args = vec!["send-keys", "-t", "dash"];
-        args.extend_from_slice(keys);
-        let out = self.run(&args)?;
-        ensure!(
-            out.status.success(),
-            "tmux send-keys: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    }
-
-    /// Waits until the screen satisfies `check`; the error shows the last screen.
-    fn wait_screen(
-        &self,
-        what: &str,
-        timeout: Duration,
-        check: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            last = self.screen()?;
-            if check(&last) {
-                // Shown with the test's output when a later step fails.
-                eprintln!("---- {what} ----\n{last}");
-                return Ok(last);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what}; the screen:\n{last}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
 
 /// The fleet row of `node`: it names the node and shows its 8 GPUs' temperatures.
 fn node_row<'a>(screen: &'a str, node: &str) -> Option<&'a str> {
@@ -121,11 +27,7 @@ fn node_row<'a>(screen: &'a str, node: &str) -> Option<&'a str> {
 
 #[test]
 fn dash_in_tmux_shows_the_fleet_a_node_and_its_alert() -> anyhow::Result<()> {
-    let tmux_present = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !peers_present(&[("tmux", tmux_present)])? {
+    if !peers_present(&[("tmux", tmux::present())])? {
         return Ok(());
     }
     let dir = TestDir::new("dash-tmux")?;
@@ -188,7 +90,7 @@ fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         collector.listen,
         path_str(&tokens)?
     );
-    let tmux = Tmux::start(&command)?;
+    let tmux = Tmux::start("dash", 120, 40, &command)?;
 
     let screen = tmux.wait_screen("the node's row", Duration::from_secs(15), |s| {
         node_row(s, NODE).is_some()

@@ -16,13 +16,15 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
+use vigil_e2e::alerting::peers_present;
 use vigil_e2e::collector::{TestDir, api_data, wait_for};
+use vigil_e2e::tmux::{self, Tmux};
 use vigil_e2e::{ChildGuard, binary, http_get};
 
 /// The promise: a firing alert and a notification within a minute of starting.
@@ -257,74 +259,12 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
 
 #[test]
 fn vigil_up_demo_in_tmux_shows_a_firing_alert_and_quits_cleanly() -> anyhow::Result<()> {
+    if !peers_present(&[("tmux", tmux::present())])? {
+        return Ok(());
+    }
     let dir = TestDir::new("up-demo-tmux")?;
     let result = in_tmux(dir.path());
     dir.finish(result)
-}
-
-/// A detached tmux session on a socket of its own; the server dies with the guard.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> anyhow::Result<Self> {
-        let tmux = Self {
-            socket: format!("vigil-up-e2e-{}", std::process::id()),
-        };
-        let size = ["-x", "120", "-y", "40"];
-        let mut args = vec!["-f", "/dev/null", "new-session", "-d", "-s", "up"];
-        args.extend(size);
-        args.push(command);
-        let out = tmux.run(&args)?;
-        ensure!(
-            out.status.success(),
-            "tmux new-session: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .context("running tmux (tests/run.sh installs it)")
-    }
-
-    fn keys(&self, key: &str) -> anyhow::Result<()> {
-        let out = self.run(&["send-keys", "-t", "up", key])?;
-        ensure!(out.status.success(), "tmux send-keys {key}");
-        Ok(())
-    }
-
-    /// Waits until the pane's text satisfies `check`; the error shows the last screen.
-    fn wait_screen(
-        &self,
-        what: &str,
-        timeout: Duration,
-        check: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let out = self.run(&["capture-pane", "-p", "-t", "up"])?;
-            let screen = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() && check(&screen) {
-                return Ok(screen);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what}; the screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
 }
 
 /// The fault injector's first fault and the alert the GPU pack raises for it.
@@ -342,7 +282,7 @@ fn in_tmux(dir: &Path) -> anyhow::Result<()> {
         vigil.display(),
         data.display()
     );
-    let tmux = Tmux::start(&command)?;
+    let tmux = Tmux::start("up", 120, 40, &command)?;
     tmux.wait_screen("the demo fleet", Duration::from_secs(30), |s| {
         (1..=3).all(|i| s.contains(&format!("demo-node-{i} "))) && s.contains("Fleet")
     })?;
@@ -351,7 +291,7 @@ fn in_tmux(dir: &Path) -> anyhow::Result<()> {
         s.lines()
             .any(|l| l.contains("demo-node-") && l.contains(FIRST_ALERT))
     })?;
-    tmux.keys("3")?;
+    tmux.keys(&["3"])?;
     let screen = tmux.wait_screen("the alerts view", Duration::from_secs(10), |s| {
         s.contains("SUMMARY") && s.contains(FIRST_ALERT)
     })?;
@@ -361,7 +301,7 @@ fn in_tmux(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("no {FIRST_ALERT} line of a demo node:\n{screen}"))?;
     ensure!(line.starts_with("firing"), "not firing: {line:?}");
 
-    tmux.keys("q")?;
+    tmux.keys(&["q"])?;
     let screen = tmux.wait_screen("vigil up to exit", STOP_WITHIN, |s| {
         s.contains("vigil up exited with")
     })?;
