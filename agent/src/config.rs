@@ -36,6 +36,7 @@ pub struct AgentConfig {
     pub netdev: NetdevConfig,
     pub gpu: GpuConfig,
     pub shipper: ShipperConfig,
+    pub logs: LogsConfig,
 }
 
 impl Default for AgentConfig {
@@ -52,6 +53,7 @@ impl Default for AgentConfig {
             netdev: NetdevConfig::default(),
             gpu: GpuConfig::default(),
             shipper: ShipperConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -148,8 +150,9 @@ pub struct ShipperConfig {
     pub spool_max_bytes: u64,
     /// Most payload bytes in one request when draining a backlog.
     pub batch_max_bytes: u64,
-    /// Sending rate limit, so that a fleet reconnecting after an outage drains its
-    /// backlogs without flattening the collector; live snapshots are far below it.
+    /// Rate limit on draining a backlog (after the collector was away, or found at
+    /// start), so that a fleet reconnecting after an outage does not flatten the
+    /// collector; live records at the spool's head are sent unpaced.
     pub drain_max_bytes_per_sec: u64,
     /// Seconds one request may take before it counts as failed and is retried.
     pub request_timeout_secs: f64,
@@ -217,6 +220,107 @@ impl ShipperConfig {
                     format!("must be a positive number of seconds, got {secs}"),
                 );
             }
+        }
+        Ok(())
+    }
+}
+
+/// Log files and the kernel log, shipped as OTLP log records through the spool (so only
+/// with `[shipper] collector` set; the kernel log's NVRM Xid lines are counted either
+/// way).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Files to tail, as globs (`/var/log/app/*.log`); re-scanned every
+    /// `rescan_interval_secs`, so files created or rotated in later are picked up.
+    pub files: Vec<String>,
+    /// The kernel log: `/dev/kmsg`, or a file or FIFO of kmsg records; empty: off.
+    pub kmsg: PathBuf,
+    /// Where to begin in files found at the agent's very first start (no checkpoints
+    /// yet): "end" (only what is written from now on) or "start" (the whole file).
+    /// Files that appear later, and files at later starts that no checkpoint knows, are
+    /// always read from the start, since all they hold was written while the agent ran
+    /// or was down.
+    pub first_start_from: String,
+    /// Lines longer than this are split into pieces of this size, each marked
+    /// `vigil.log.truncated` with its `vigil.log.part`.
+    pub max_line_bytes: usize,
+    /// Regex a line must match to begin a new record; other lines are appended to the
+    /// record before (stack traces). Empty: every line is its own record.
+    pub multiline_start_pattern: String,
+    /// Milliseconds a multiline record waits for another line before it is sent.
+    pub multiline_flush_ms: u64,
+    /// Seconds between looks for new, renamed and truncated files.
+    pub rescan_interval_secs: f64,
+    /// A batch of lines goes to the spool at this many encoded bytes ...
+    pub batch_max_bytes: usize,
+    /// ... or this many milliseconds after its first line, whichever comes first.
+    pub batch_max_wait_ms: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            kmsg: PathBuf::from("/dev/kmsg"),
+            first_start_from: "end".to_owned(),
+            max_line_bytes: 64 << 10,
+            multiline_start_pattern: String::new(),
+            multiline_flush_ms: 500,
+            rescan_interval_secs: 1.0,
+            batch_max_bytes: 1 << 20,
+            batch_max_wait_ms: 200,
+        }
+    }
+}
+
+impl LogsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if self.first_start_from != "end" && self.first_start_from != "start" {
+            return invalid(
+                "logs.first_start_from",
+                format!(
+                    "must be \"start\" or \"end\", got {:?}",
+                    self.first_start_from
+                ),
+            );
+        }
+        // A piece must fit one request well under gRPC's usual 4 MiB message limit.
+        if !(256..=1 << 20).contains(&self.max_line_bytes) {
+            return invalid(
+                "logs.max_line_bytes",
+                format!(
+                    "must be between 256 and 1048576, got {}",
+                    self.max_line_bytes
+                ),
+            );
+        }
+        if !(self.rescan_interval_secs > 0.0 && self.rescan_interval_secs.is_finite()) {
+            return invalid(
+                "logs.rescan_interval_secs",
+                format!(
+                    "must be a positive number of seconds, got {}",
+                    self.rescan_interval_secs
+                ),
+            );
+        }
+        if !(4 << 10..=16 << 20).contains(&self.batch_max_bytes) {
+            return invalid(
+                "logs.batch_max_bytes",
+                format!(
+                    "must be between 4096 and 16777216, got {}",
+                    self.batch_max_bytes
+                ),
+            );
+        }
+        for pattern in &self.files {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                return invalid("logs.files", format!("{pattern:?}: {e}"));
+            }
+        }
+        if let Err(e) = regex::bytes::Regex::new(&self.multiline_start_pattern) {
+            return invalid("logs.multiline_start_pattern", e.to_string());
         }
         Ok(())
     }
@@ -297,7 +401,8 @@ impl AgentConfig {
                 message: e.to_string(),
             })?;
         }
-        self.shipper.validate()
+        self.shipper.validate()?;
+        self.logs.validate()
     }
 
     /// The node name to report: the configured one, else the host name.
@@ -355,6 +460,26 @@ mod tests {
                 .to_string()
                 .starts_with("netdev.device_exclude:")
         );
+        for (field, adjust) in [
+            (
+                "logs.first_start_from:",
+                (|c: &mut AgentConfig| c.logs.first_start_from = "middle".into())
+                    as fn(&mut AgentConfig),
+            ),
+            ("logs.max_line_bytes:", |c| c.logs.max_line_bytes = 2 << 20),
+            ("logs.files:", |c| c.logs.files = vec!["/var/log/[".into()]),
+            ("logs.multiline_start_pattern:", |c| {
+                c.logs.multiline_start_pattern = "(".into()
+            }),
+            ("logs.rescan_interval_secs:", |c| {
+                c.logs.rescan_interval_secs = 0.0
+            }),
+        ] {
+            let mut c = AgentConfig::default();
+            adjust(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with(field), "{err}");
+        }
         let mut c = AgentConfig::default();
         c.shipper.collector = "collector:4317".into();
         assert!(

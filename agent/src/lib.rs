@@ -10,11 +10,14 @@
 //!   text or OpenMetrics by `Accept`, gzip when asked) and never triggers a collection.
 //! - [`ship`]: the durable spool and the OTLP/gRPC shipper that drains it to the
 //!   collector, when `[shipper] collector` is set.
+//! - [`logs`]: tailed files and the kernel log as OTLP log records into the same spool,
+//!   with NVRM Xid lines counted alongside NVML's Xid events.
 //! - [`run`]: wires them together until the shutdown future resolves.
 
 pub mod collect;
 pub mod config;
 pub mod http;
+pub mod logs;
 pub mod ship;
 pub mod sources;
 
@@ -63,8 +66,12 @@ pub async fn run(
     config.validate()?;
     let node_name = config.effective_node_name();
     let mut sources = sources::host_sources(&config);
-    if let Some(gpu) = sources::gpu::open(&config, &node_name).map_err(AgentError::Gpu)? {
+    let mut gpu_xids = None;
+    if let Some((gpu, xids)) =
+        sources::gpu::open_with_xids(&config, &node_name).map_err(AgentError::Gpu)?
+    {
         sources.push(gpu);
+        gpu_xids = Some(xids);
     }
     let collector = Arc::new(collect::Collector::new(
         sources,
@@ -73,13 +80,20 @@ pub async fn run(
     let shipper = ship::Shipper::start(&config, &node_name)
         .await?
         .map(Arc::new);
-    let first = collect(&collector, shipper.as_deref()).await;
+    let logs = Arc::new(logs::Logs::start(
+        &config,
+        &node_name,
+        shipper.as_ref().map(|s| s.log_output()),
+        gpu_xids,
+    ));
+    let first = collect(&collector, shipper.as_deref(), &logs).await;
     let (snapshot_tx, snapshot_rx) = watch::channel(first);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let interval = Duration::from_secs_f64(config.interval_secs);
     let loop_collector = Arc::clone(&collector);
     let loop_shipper = shipper.clone();
+    let loop_logs = Arc::clone(&logs);
     let collect_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,7 +101,8 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let snapshot = collect(&loop_collector, loop_shipper.as_deref()).await;
+                    let snapshot =
+                        collect(&loop_collector, loop_shipper.as_deref(), &loop_logs).await;
                     snapshot_tx.send_replace(snapshot);
                 }
                 _ = stop_rx.changed() => break,
@@ -100,22 +115,30 @@ pub async fn run(
     let served = http::serve(listener, snapshot_rx, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = collect_task.await;
+    // The log readers spool what they have read before the spool's writer stops.
+    if let Some(logs) = Arc::into_inner(logs) {
+        logs.shutdown().await;
+    }
     if let Some(shipper) = shipper.and_then(Arc::into_inner) {
         shipper.shutdown().await;
     }
     served.map_err(AgentError::Serve)
 }
 
-/// One collection, with the shipper's families added and handed to it.
+/// One collection, with the log readers' and the shipper's families added, handed to
+/// the shipper.
 async fn collect(
     collector: &collect::Collector,
     shipper: Option<&ship::Shipper>,
+    logs: &logs::Logs,
 ) -> Arc<collect::Snapshot> {
     let snapshot = collector.collect_once().await;
+    let mut extra = logs.families();
     let Some(shipper) = shipper else {
-        return Arc::new(snapshot);
+        return Arc::new(snapshot.extended(extra));
     };
-    let snapshot = Arc::new(snapshot.extended(shipper.families()));
+    extra.extend(shipper.families());
+    let snapshot = Arc::new(snapshot.extended(extra));
     shipper.offer(Arc::clone(&snapshot));
     snapshot
 }

@@ -60,6 +60,13 @@ struct Flags {
     /// TOML file of faults for the simulated GPUs, re-read while running.
     #[arg(long, value_name = "FILE")]
     simulate_faults: Option<PathBuf>,
+    /// Tail the files matching this glob (repeatable; replaces logs.files).
+    #[arg(long = "log-file", value_name = "GLOB")]
+    log_files: Vec<String>,
+    /// Kernel log to read: /dev/kmsg, or a file or FIFO of kmsg records; "" turns it
+    /// off [default: /dev/kmsg].
+    #[arg(long, value_name = "PATH")]
+    kmsg: Option<String>,
 }
 
 impl Flags {
@@ -111,6 +118,12 @@ impl Flags {
         }
         if let Some(v) = self.simulate_faults {
             config.gpu.simulate_faults = v;
+        }
+        if !self.log_files.is_empty() {
+            config.logs.files = self.log_files;
+        }
+        if let Some(v) = self.kmsg {
+            config.logs.kmsg = PathBuf::from(v);
         }
         config.validate()?;
         Ok(config)

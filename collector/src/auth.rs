@@ -62,6 +62,7 @@ pub const READ_POSTS: &[&str] = &[
     "/api/v1/rules",
     "/api/v1/alerts",
     "/api/v1/alerts/history",
+    "/api/v1/logs/search",
 ];
 
 /// Routes open to anyone: liveness and readiness probes.

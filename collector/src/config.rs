@@ -54,6 +54,7 @@ pub struct CollectorConfig {
     pub fleet_metrics: bool,
     pub query: QueryConfig,
     pub alerting: AlertingConfig,
+    pub logs: LogsConfig,
 }
 
 impl Default for CollectorConfig {
@@ -76,6 +77,7 @@ impl Default for CollectorConfig {
             fleet_metrics: false,
             query: QueryConfig::default(),
             alerting: AlertingConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -150,6 +152,88 @@ impl Default for AlertingConfig {
             for_grace_period_secs: 600.0,
             history_max_bytes: 64 << 20,
             eager_evaluation: true,
+        }
+    }
+}
+
+/// The log index (`<data_dir>/logs/`): tantivy, one index per hour of record time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Whole hourly partitions older than this are deleted.
+    pub retention_hours: f64,
+    /// Disk budget of the partitions; past it the oldest go first (the newest is kept).
+    pub max_bytes: u64,
+    /// How often new records are committed (made searchable); at most 1000.
+    pub commit_interval_ms: u64,
+    /// Indexing memory of each open partition writer (tantivy needs at least 15 MB).
+    pub writer_memory_bytes: usize,
+    /// Records accepted but not yet committed past which OTLP log requests are answered
+    /// 503 (retry) instead of queueing without bound.
+    pub max_queued_records: usize,
+    /// Counters derived from log queries, stored as ordinary series.
+    pub metrics: Vec<LogMetricConfig>,
+}
+
+/// A counter of the records matching `query` (tantivy syntax, as `vigil logs search`),
+/// by `node` and the labels in `labels` (label name = a record field — `source`,
+/// `severity` — or an attribute key such as `nvidia.xid`). Counted as records are
+/// committed; it starts again from 0 when the collector restarts, as any counter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogMetricConfig {
+    pub name: String,
+    pub query: String,
+    #[serde(default)]
+    pub help: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        let metric =
+            |name: &str, help: &str, query: &str, labels: &[(&str, &str)]| LogMetricConfig {
+                name: name.into(),
+                query: query.into(),
+                help: help.into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            };
+        Self {
+            retention_hours: 168.0,
+            max_bytes: 50 << 30,
+            commit_interval_ms: 500,
+            writer_memory_bytes: 64 << 20,
+            max_queued_records: 500_000,
+            metrics: vec![
+                metric(
+                    "vigil_log_oom_kills_total",
+                    "Kernel OOM-killer lines.",
+                    "\"out of memory\" OR \"oom-kill\" OR \"killed process\"",
+                    &[],
+                ),
+                metric(
+                    "vigil_log_nccl_timeouts_total",
+                    "NCCL collective or watchdog timeouts.",
+                    "(nccl OR worknccl OR processgroupnccl) AND (timeout OR \"timed out\" OR \"timing out\")",
+                    &[],
+                ),
+                metric(
+                    "vigil_log_segfaults_total",
+                    "Segmentation faults reported by the kernel or a process.",
+                    "segfault OR \"segmentation fault\"",
+                    &[],
+                ),
+                metric(
+                    "vigil_log_xid_errors_total",
+                    "NVIDIA Xid lines in the kernel log, by Xid and GPU.",
+                    "attributes.nvidia.event:xid",
+                    &[("xid", "nvidia.xid"), ("gpu", "nvidia.gpu")],
+                ),
+            ],
         }
     }
 }
@@ -248,8 +332,51 @@ impl CollectorConfig {
                 ),
             });
         }
+        positive("logs.retention_hours", self.logs.retention_hours)?;
+        if !(1..=1000).contains(&self.logs.commit_interval_ms) {
+            return Err(ConfigError::Invalid {
+                field: "logs.commit_interval_ms",
+                message: format!(
+                    "must be 1 to 1000 (records are searchable within a second), got {}",
+                    self.logs.commit_interval_ms
+                ),
+            });
+        }
+        if self.logs.writer_memory_bytes < 15_000_000 {
+            return Err(ConfigError::Invalid {
+                field: "logs.writer_memory_bytes",
+                message: format!(
+                    "must be at least 15000000 (tantivy's minimum), got {}",
+                    self.logs.writer_memory_bytes
+                ),
+            });
+        }
+        let label_name = regex::Regex::new("^[a-zA-Z_][a-zA-Z0-9_]*$").ok();
+        let valid = |s: &str| label_name.as_ref().is_some_and(|r| r.is_match(s));
+        for m in &self.logs.metrics {
+            if !valid(&m.name) {
+                return Err(ConfigError::Invalid {
+                    field: "logs.metrics.name",
+                    message: format!("{:?} is not a valid metric name", m.name),
+                });
+            }
+            if let Some(bad) = m
+                .labels
+                .keys()
+                .find(|k| !valid(k) || k.as_str() == "node" || k.starts_with("__"))
+            {
+                return Err(ConfigError::Invalid {
+                    field: "logs.metrics.labels",
+                    message: format!(
+                        "metric {}: {bad:?} is not a label name it may set (node is always set)",
+                        m.name
+                    ),
+                });
+            }
+        }
         for (field, v) in [
             ("max_request_bytes", self.max_request_bytes),
+            ("logs.max_queued_records", self.logs.max_queued_records),
             ("max_labels_per_series", self.max_labels_per_series),
             ("max_label_name_bytes", self.max_label_name_bytes),
             ("max_label_value_bytes", self.max_label_value_bytes),

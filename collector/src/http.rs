@@ -74,6 +74,8 @@ pub struct AppState {
     api_auth: Arc<ApiAuth>,
     /// Silences and notification status, when the notifier runs.
     notifier: Option<Arc<crate::notify::dispatch::Notifier>>,
+    /// The log index: `/api/v1/logs/*`.
+    logs: OnceLock<Arc<crate::index::LogIndex>>,
 }
 
 impl AppState {
@@ -87,7 +89,17 @@ impl AppState {
             alerting: OnceLock::new(),
             api_auth: Arc::new(ApiAuth::open()),
             notifier: None,
+            logs: OnceLock::new(),
         }
+    }
+
+    /// Serves log search and tail from now on.
+    pub fn set_logs(&self, logs: Arc<crate::index::LogIndex>) {
+        let _ = self.logs.set(logs);
+    }
+
+    pub fn logs(&self) -> Option<Arc<crate::index::LogIndex>> {
+        self.logs.get().cloned()
     }
 
     /// Requires the API's tokens (the default is an open API).

@@ -11,6 +11,8 @@
 //!   the PromQL engine's `Storage` trait.
 //! - [`ingest`]: the OTLP receivers (gRPC and HTTP), their authentication and limits,
 //!   and the path from a decoded request into the store.
+//! - [`index`]: the log index — tantivy, hourly partitions, a WAL for what is not
+//!   committed yet, search and tail, counters derived from log queries.
 //! - [`registry`]: the fleet registry (nodes, last seen, GPU inventory) and
 //!   `vigil_node_up`.
 //! - [`http`]: the HTTP server — `/healthz`, `/readyz`, `/metrics` (own metrics, and
@@ -29,6 +31,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod index;
 pub mod ingest;
 pub mod notify;
 pub mod registry;
@@ -102,6 +105,8 @@ pub enum CollectorError {
         #[source]
         source: std::io::Error,
     },
+    #[error("opening the log index: {0}")]
+    Logs(#[from] index::IndexError),
     #[error("syncing the store at shutdown: {0}")]
     FinalSync(#[source] StoreError),
     #[error("a collector task failed: {0}")]
@@ -256,6 +261,7 @@ pub async fn run_with(
     }
 
     let opts = config.store_options();
+    let logs_opts = index::LogIndexOptions::from_config(&config);
     let data_dir = opts.data_dir.clone();
     tracing::info!(data_dir = %data_dir.display(), "opening the store");
     let opened = tokio::task::spawn_blocking(move || {
@@ -270,11 +276,13 @@ pub async fn run_with(
                 source,
             })?;
         let registry = Registry::open(&data_dir)?;
-        Ok::<_, CollectorError>((store, registry))
+        let store = Arc::new(store);
+        let logs = index::LogIndex::open(logs_opts, Some(Arc::clone(&store)))?;
+        Ok::<_, CollectorError>((store, registry, logs))
     })
     .await?;
-    let (store, registry) = match opened {
-        Ok((store, registry)) => (Arc::new(store), Arc::new(registry)),
+    let (store, registry, logs) = match opened {
+        Ok((store, registry, logs)) => (store, Arc::new(registry), Arc::new(logs)),
         Err(e) => {
             stop_tx.send_replace(true);
             while servers.join_next().await.is_some() {}
@@ -289,6 +297,7 @@ pub async fn run_with(
             max_request_bytes: config.max_request_bytes,
             label_limits: config.label_limits(),
             arrivals,
+            logs: Some(Arc::clone(&logs)),
             ..IngestOptions::default()
         },
     ));
@@ -304,6 +313,8 @@ pub async fn run_with(
     state.add_metric_source(Arc::clone(&ingest) as Arc<dyn http::MetricSource>);
     state.add_metric_source(Arc::clone(&registry) as Arc<dyn http::MetricSource>);
     state.set_node_source(Arc::clone(&registry) as Arc<dyn http::NodeSource>);
+    state.add_metric_source(Arc::clone(&logs) as Arc<dyn http::MetricSource>);
+    state.set_logs(Arc::clone(&logs));
     state.set_store(Arc::clone(&store));
     {
         let (ingest, stop) = (Arc::clone(&ingest), stopped(stop_rx.clone()));
@@ -365,6 +376,7 @@ pub async fn run_with(
         }
     }
     stop_tx.send_replace(true);
+    logs.stop_tails();
     while let Some(done) = servers.join_next().await {
         let (server, result) = done?;
         if let Err(source) = result {
@@ -381,6 +393,8 @@ pub async fn run_with(
     node_up.await?;
     let final_store = Arc::clone(&store);
     tokio::task::spawn_blocking(move || {
+        // What the log index has queued is committed before the store's last sync.
+        logs.close();
         history.close();
         if let Err(e) = registry.save() {
             tracing::warn!(error = %e, "saving the fleet registry at shutdown failed");

@@ -288,6 +288,10 @@ impl ShippingAgent {
         if let Some(token_file) = &collector.token_file {
             cmd.arg("--token-file").arg(token_file);
         }
+        // This machine's kernel log stays out of the tests unless one asks for a kmsg.
+        if !extra_args.contains(&"--kmsg") {
+            cmd.args(["--kmsg", ""]);
+        }
         cmd.args(extra_args)
             .stdin(Stdio::null())
             .stdout(out)

@@ -61,6 +61,36 @@ impl Client {
         self.send(request, "GET", path_and_query).await
     }
 
+    /// GET `path_and_query` as a stream with no overall deadline (`vigil logs tail`):
+    /// the response once its status says success.
+    pub async fn get_stream(&self, path_and_query: &str) -> anyhow::Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .get(self.url(path_and_query))
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, "GET", path_and_query))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let reason = serde_json::from_str::<Value>(&text)
+                .ok()
+                .as_ref()
+                .and_then(server_error)
+                .unwrap_or_else(|| excerpt(&text));
+            bail!(
+                "GET {path_and_query} on the collector at {}: {status}: {reason}",
+                self.base
+            );
+        }
+        Ok(response)
+    }
+
     /// POST a JSON body to `path`; the response body as JSON.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let request = self

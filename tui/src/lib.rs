@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod client;
 pub mod dash;
+pub mod logs;
 pub mod matcher;
 pub mod render;
 pub mod silence;

@@ -1,7 +1,7 @@
 //! `vigil`: the operator's command.
 //!
 //! Subcommands: `up`, `promql-test FILE...`, `rules check FILE...`, `rules test FILE...`,
-//! `dash`, `alerts [history]`, `silence add|list|expire` (the collector's HTTP API;
+//! `dash`, `alerts [history]`, `logs search|tail`, `silence add|list|expire` (the collector's HTTP API;
 //! [`client`]).
 //!
 //! The subcommands live in the `vigil_tui` library (`lib.rs`), so that tests and
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use vigil_tui::{alerts, client, dash, silence, up};
+use vigil_tui::{alerts, client, dash, logs, silence, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +50,13 @@ enum Command {
     },
     /// The live fleet dashboard: nodes, GPUs, alerts (`?` lists the keys).
     Dash {
+        #[command(flatten)]
+        collector: client::CollectorArgs,
+    },
+    /// Search the collector's logs (`logs search QUERY`) or follow them (`logs tail`).
+    Logs {
+        #[command(subcommand)]
+        command: logs::LogsCommand,
         #[command(flatten)]
         collector: client::CollectorArgs,
     },
@@ -107,6 +114,12 @@ fn main() -> ExitCode {
             }
         }),
         Command::Dash { collector } => api_command(dash::run(collector)),
+        Command::Logs { command, collector } => api_command(async move {
+            match command {
+                logs::LogsCommand::Search(args) => logs::search(&collector, &args).await,
+                logs::LogsCommand::Tail(args) => logs::tail(&collector, &args).await,
+            }
+        }),
         Command::Silence { command, collector } => {
             api_command(async move { silence::run(&collector, &command).await })
         }

@@ -10,7 +10,8 @@
 //! The collection loop hands each snapshot to [`Shipper::offer`], which never waits: a
 //! writer task encodes it and appends it to the spool on a blocking thread, and the
 //! sender drains the spool. The collector down, slow or restarting shows only as records
-//! queued in the spool.
+//! queued in the spool. The log readers append their own batches, from their threads,
+//! through [`Shipper::log_output`].
 
 mod client;
 mod queue;
@@ -31,6 +32,7 @@ use vigil_proto::otlp::{AgentResource, ExportMetricsServiceRequest, snapshot_to_
 
 use crate::collect::Snapshot;
 use crate::config::AgentConfig;
+use crate::logs::LogOutput;
 use sender::{Backoff, RateLimit, Sender};
 use spool::{RecordKind, Spool, SpoolError, SpoolOptions};
 pub use stats::ShipStats;
@@ -61,6 +63,8 @@ pub enum ShipError {
 /// The running shipper: a spool writer and a sender, with their counters.
 pub struct Shipper {
     snapshots: mpsc::Sender<Arc<Snapshot>>,
+    spool: sender::SharedSpool,
+    wake: Arc<Notify>,
     stats: Arc<ShipStats>,
     writer: JoinHandle<()>,
     sender: JoinHandle<()>,
@@ -106,10 +110,10 @@ impl Shipper {
             resource,
         ));
         let sender = Sender {
-            spool,
+            spool: Arc::clone(&spool),
             client,
             stats: Arc::clone(&stats),
-            wake,
+            wake: Arc::clone(&wake),
             batch_max_bytes: ship.batch_max_bytes,
             rate: RateLimit::new(ship.drain_max_bytes_per_sec),
             backoff: Backoff::new(FIRST_RETRY, Duration::from_secs_f64(ship.retry_max_secs)),
@@ -118,6 +122,8 @@ impl Shipper {
         tracing::info!(collector = %ship.collector, "shipping to the collector");
         Ok(Some(Self {
             snapshots,
+            spool,
+            wake,
             stats,
             writer,
             sender,
@@ -131,6 +137,15 @@ impl Shipper {
             self.stats.count_unspooled();
             tracing::warn!("spool writer is behind; dropped a snapshot");
         }
+    }
+
+    /// Where the log readers append their batches: the spool's `logs` queue.
+    pub fn log_output(&self) -> Arc<dyn LogOutput> {
+        Arc::new(LogSpool {
+            spool: Arc::clone(&self.spool),
+            stats: Arc::clone(&self.stats),
+            wake: Arc::clone(&self.wake),
+        })
     }
 
     /// The shipper's own metric families, for the snapshot.
@@ -154,6 +169,28 @@ impl Shipper {
         }
         let _ = self.stop.send(true);
         let _ = self.sender.await;
+    }
+}
+
+/// Appends encoded log batches to the spool, from the log readers' threads.
+struct LogSpool {
+    spool: sender::SharedSpool,
+    stats: Arc<ShipStats>,
+    wake: Arc<Notify>,
+}
+
+impl LogOutput for LogSpool {
+    fn append(&self, payload: &[u8]) -> Result<(), String> {
+        let mut spool = self
+            .spool
+            .lock()
+            .map_err(|_| "spool lock poisoned by an earlier panic".to_owned())?;
+        let result = spool.append(RecordKind::Logs, payload);
+        self.stats.observe(&spool);
+        drop(spool);
+        result.map_err(|e| e.to_string())?;
+        self.wake.notify_one();
+        Ok(())
     }
 }
 

@@ -2,9 +2,11 @@
 //! collector acknowledged, and waits (backoff with jitter) when it does not.
 //!
 //! One request is in flight at a time, so records arrive in the order they were
-//! spooled; a live snapshot queues behind any backlog. Sending is paced by a token
-//! bucket of `drain_max_bytes_per_sec` so that a fleet reconnecting after an outage
-//! drains its backlog over minutes instead of all at once.
+//! spooled; a live snapshot queues behind any backlog. A backlog (after a failed send,
+//! or found at start) is paced by a token bucket of `drain_max_bytes_per_sec` so that a
+//! fleet reconnecting after an outage drains it over minutes instead of all at once;
+//! once a batch takes all that is queued the sender is at the live edge again and sends
+//! unpaced, so a node that logs tens of MB/s is not held to the backlog's rate.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +57,8 @@ impl Sender {
         let mut single = false;
         let mut next_kind = 0;
         let mut failing_since: Option<Instant> = None;
+        // Whether the spool may hold a backlog: at start, and after any failed send.
+        let mut catching_up = true;
         while !*stop.borrow() {
             let appended = self.wake.notified();
             let max_bytes = if single { 1 } else { self.batch_max_bytes };
@@ -64,15 +68,22 @@ impl Sender {
                     let kind = RecordKind::ALL[(start + i) % RecordKind::ALL.len()];
                     let batch = spool.peek(kind, max_bytes)?;
                     if !batch.records.is_empty() {
-                        return Ok(Some(batch));
+                        let whole = spool.stats(kind).queued_records == batch.records.len() as u64;
+                        return Ok(Some((batch, whole)));
                     }
                 }
                 Ok(None)
             })
             .await;
             let mut batch = match peeked {
-                Ok(Some(batch)) => batch,
+                Ok(Some((batch, whole))) => {
+                    if whole {
+                        catching_up = false;
+                    }
+                    batch
+                }
                 Ok(None) => {
+                    catching_up = false;
                     tokio::select! {
                         _ = appended => {}
                         _ = stop.changed() => {}
@@ -94,9 +105,11 @@ impl Sender {
                 + 1)
                 % RecordKind::ALL.len();
 
-            let wait = self.rate.reserve(batch.frame_bytes(), Instant::now());
-            if !sleep_or_stop(wait, &mut stop).await {
-                break;
+            if catching_up {
+                let wait = self.rate.reserve(batch.frame_bytes(), Instant::now());
+                if !sleep_or_stop(wait, &mut stop).await {
+                    break;
+                }
             }
             let payloads: Vec<Vec<u8>> = batch
                 .records
@@ -129,6 +142,7 @@ impl Sender {
                 }
                 Outcome::Retry { result, status } => {
                     self.stats.count_request(result);
+                    catching_up = true;
                     if failing_since.is_none() {
                         failing_since = Some(Instant::now());
                         tracing::warn!(result, code = ?status.code(), message = status.message(), "shipping failed; keeping the records and retrying");

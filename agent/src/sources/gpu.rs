@@ -25,6 +25,7 @@ use nvml_wrapper::{Device, Nvml};
 use vigil_proto::MetricFamily;
 
 use super::gpu_events::{self, XidCounts, lock};
+pub use super::gpu_events::{GpuXids, KnownGpu, XID_DEDUPE_WINDOW};
 use super::gpu_fields::{self, Fam, THROTTLE_REASONS};
 use super::{Source, SourceError};
 use crate::config::AgentConfig;
@@ -72,6 +73,18 @@ pub struct GpuSource {
 /// broken setup the operator asked for: simulation requested but not preparable, or an
 /// explicit `nvml_lib` that does not load. Starts the Xid event thread.
 pub fn open(config: &AgentConfig, node_name: &str) -> Result<Option<Arc<dyn Source>>, String> {
+    Ok(open_with_xids(config, node_name)?.map(|(source, _)| source))
+}
+
+/// The GPU source and the handle to its Xid counters.
+pub type GpuWithXids = (Arc<dyn Source>, GpuXids);
+
+/// [`open`], with the handle through which the kernel log reader counts the Xids it
+/// parses into the same (de-duplicated) counters.
+pub fn open_with_xids(
+    config: &AgentConfig,
+    node_name: &str,
+) -> Result<Option<GpuWithXids>, String> {
     let gpu = &config.gpu;
     if !gpu.enabled {
         tracing::info!("GPU collection is off: disabled in the configuration");
@@ -103,7 +116,8 @@ pub fn open(config: &AgentConfig, node_name: &str) -> Result<Option<Arc<dyn Sour
     };
     let source = GpuSource::start(nvml, node_name, gpu.expected_count)
         .map_err(|e| format!("counting GPUs: {e}"))?;
-    Ok(Some(Arc::new(source)))
+    let xids = GpuXids::new(Arc::clone(&source.shared));
+    Ok(Some((Arc::new(source), xids)))
 }
 
 fn init_from(path: &Path) -> Result<Nvml, NvmlError> {
@@ -444,7 +458,7 @@ impl GpuSource {
     fn xid_family(&self) -> MetricFamily {
         let mut family = MetricFamily::counter(
             "vigil_gpu_xid_errors_total",
-            "Xid errors reported by the NVIDIA driver through NVML events, by GPU and Xid code.",
+            "Xid errors reported by the NVIDIA driver (NVML events and kernel log NVRM lines, the same event counted once), by GPU and Xid code.",
         );
         let devices = lock(&self.shared.devices);
         let xids = lock(&self.shared.xids);

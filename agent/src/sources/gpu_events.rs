@@ -2,7 +2,7 @@
 //! one blocks the calling thread, so a dedicated std thread waits with a short timeout
 //! (to notice shutdown) and counts what arrives into [`XidCounts`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,6 +22,19 @@ const REREGISTER_EVERY: Duration = Duration::from_secs(10);
 /// NVML reports an Xid it cannot decode as 999.
 const UNKNOWN_XID: u64 = 999;
 
+/// How long an Xid seen by one path (NVML event, kernel log) waits for the same Xid
+/// from the other path, which then counts once instead of twice.
+pub const XID_DEDUPE_WINDOW: Duration = Duration::from_secs(5);
+/// Most Xids waiting for their twin; a burst beyond it is counted as distinct events.
+const XID_DEDUPE_MAX: usize = 4096;
+
+/// Which path reported an Xid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XidOrigin {
+    Nvml,
+    Kernel,
+}
+
 /// One `vigil_gpu_xid_errors_total` series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XidCounter {
@@ -35,6 +48,9 @@ pub struct XidCounter {
 pub struct XidCounts {
     pub counters: BTreeMap<(u32, u64), XidCounter>,
     pub last: BTreeMap<u32, u64>,
+    /// Xids counted recently that the other path has not reported yet:
+    /// (gpu, xid, who counted it, when).
+    unmatched: VecDeque<(u32, u64, XidOrigin, Instant)>,
 }
 
 impl XidCounts {
@@ -46,6 +62,41 @@ impl XidCounts {
                 created_unix_secs: now_unix_secs,
             });
         }
+    }
+
+    /// Counts an Xid reported by `origin`, unless the other path reported the same Xid
+    /// for the same GPU within [`XID_DEDUPE_WINDOW`] and it has not been paired yet (the
+    /// driver logs each Xid it also sends as an NVML event). Pairs one to one, so a
+    /// burst of N identical Xids seen by both paths counts N. True when counted.
+    pub fn record_from(
+        &mut self,
+        gpu: u32,
+        xid: u64,
+        origin: XidOrigin,
+        at: Instant,
+        now_unix_secs: f64,
+    ) -> bool {
+        while self
+            .unmatched
+            .front()
+            .is_some_and(|e| at.saturating_duration_since(e.3) > XID_DEDUPE_WINDOW)
+        {
+            self.unmatched.pop_front();
+        }
+        if let Some(twin) = self
+            .unmatched
+            .iter()
+            .position(|e| e.0 == gpu && e.1 == xid && e.2 != origin)
+        {
+            self.unmatched.remove(twin);
+            return false;
+        }
+        if self.unmatched.len() >= XID_DEDUPE_MAX {
+            self.unmatched.pop_front();
+        }
+        self.unmatched.push_back((gpu, xid, origin, at));
+        self.record(gpu, xid, now_unix_secs);
+        true
     }
 
     pub fn record(&mut self, gpu: u32, xid: u64, now_unix_secs: f64) {
@@ -183,12 +234,61 @@ fn count_event(shared: &Shared, device: &Device<'_>, code: u64) {
     match gpu {
         Some(gpu) => {
             tracing::warn!(gpu, xid = code, "gpu: Xid error");
-            lock(&shared.xids).record(gpu, code, now);
+            lock(&shared.xids).record_from(gpu, code, XidOrigin::Nvml, Instant::now(), now);
         }
         None => tracing::warn!(
             xid = code,
             "gpu: Xid error from a GPU that cannot be identified"
         ),
+    }
+}
+
+/// A GPU as the kernel log path needs it: its index, UUID and NVML PCI bus id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownGpu {
+    pub index: u32,
+    pub uuid: String,
+    pub pci_bus_id: String,
+}
+
+/// The GPU source's Xid counters as the kernel log reader feeds them: one counter for
+/// both paths, de-duplicated (see [`XidCounts::record_from`]).
+#[derive(Clone)]
+pub struct GpuXids {
+    shared: Arc<Shared>,
+}
+
+impl GpuXids {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The GPUs whose identity is known so far.
+    pub fn gpus(&self) -> Vec<KnownGpu> {
+        lock(&self.shared.devices)
+            .iter()
+            .flatten()
+            .map(|d| KnownGpu {
+                index: d.index,
+                uuid: d.uuid.clone(),
+                pci_bus_id: d.pci_bus_id.clone(),
+            })
+            .collect()
+    }
+
+    /// Counts an Xid read from the kernel log; false when NVML already counted it.
+    pub fn record_kernel_xid(&self, gpu: u32, xid: u64) -> bool {
+        let counted = lock(&self.shared.xids).record_from(
+            gpu,
+            xid,
+            XidOrigin::Kernel,
+            Instant::now(),
+            super::gpu::unix_now(),
+        );
+        if counted {
+            tracing::warn!(gpu, xid, "gpu: Xid error in the kernel log");
+        }
+        counted
     }
 }
 
@@ -214,5 +314,43 @@ mod tests {
             1,
             "preinitialising again resets nothing"
         );
+    }
+
+    #[test]
+    fn the_same_xid_from_both_paths_counts_once() {
+        let mut counts = XidCounts::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // NVML first, the kernel line 40 ms later: one event.
+        assert!(counts.record_from(0, 79, XidOrigin::Nvml, ms(0), 1.0));
+        assert!(!counts.record_from(0, 79, XidOrigin::Kernel, ms(40), 1.0));
+        assert_eq!(counts.counters[&(0, 79)].count, 1);
+        // Kernel first works the same way.
+        assert!(counts.record_from(1, 13, XidOrigin::Kernel, ms(100), 1.0));
+        assert!(!counts.record_from(1, 13, XidOrigin::Nvml, ms(120), 1.0));
+        assert_eq!(counts.counters[&(1, 13)].count, 1);
+        // A burst: three from each path pair one to one.
+        for i in 0..3 {
+            counts.record_from(1, 13, XidOrigin::Nvml, ms(200 + i), 1.0);
+        }
+        for i in 0..3 {
+            counts.record_from(1, 13, XidOrigin::Kernel, ms(210 + i), 1.0);
+        }
+        assert_eq!(counts.counters[&(1, 13)].count, 4);
+        // Two from the same path are two events; another GPU or code is not a twin.
+        assert!(counts.record_from(0, 79, XidOrigin::Kernel, ms(300), 1.0));
+        assert!(counts.record_from(0, 79, XidOrigin::Kernel, ms(301), 1.0));
+        assert!(counts.record_from(2, 79, XidOrigin::Nvml, ms(302), 1.0));
+        assert!(counts.record_from(0, 48, XidOrigin::Nvml, ms(303), 1.0));
+        assert_eq!(counts.counters[&(0, 79)].count, 3);
+        // Outside the window the other path's report is a new event.
+        assert!(counts.record_from(
+            0,
+            79,
+            XidOrigin::Nvml,
+            ms(300) + XID_DEDUPE_WINDOW + Duration::from_millis(302),
+            1.0
+        ));
+        assert_eq!(counts.counters[&(0, 79)].count, 4);
     }
 }

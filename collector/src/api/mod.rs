@@ -7,10 +7,12 @@
 //! - `error`: `{"status":"error","errorType":..}` and the status code of each type.
 //! - `json`: result encoding with Prometheus's timestamp and float formatting.
 //! - `query`: `/query` and `/query_range` with deadline, sample budget and slots.
+//! - `logs`: `/logs/search` and `/logs/tail` over the log index.
 //! - `meta`: `/series`, `/labels`, `/label/<name>/values` and Grafana's set-up calls.
 
 pub mod error;
 pub mod json;
+pub mod logs;
 pub mod meta;
 pub mod params;
 pub mod query;
@@ -48,6 +50,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/nodes", get(nodes))
+        .merge(logs::routes())
 }
 
 /// A JSON body that is already encoded.

@@ -1,5 +1,5 @@
 //! OTLP/gRPC receiver: `MetricsService/Export` on tonic's server, gzip accepted,
-//! bearer auth. The service is written by hand rather than generated so that the
+//! bearer auth; `LogsService/Export` beside it ([`super::logs`]). The service is written by hand rather than generated so that the
 //! handler gets the message's bytes and reads them with the borrowed decoder
 //! (`vigil_proto::otlp::decode_protobuf`); prost only encodes the small response.
 //!
@@ -197,6 +197,13 @@ pub async fn serve(
             ))
         }
     };
+    let logs = CountTooLarge {
+        inner: tonic::service::interceptor::InterceptedService::new(
+            super::logs::grpc_service(Arc::clone(&ingest)),
+            check.clone(),
+        ),
+        ingest: Arc::clone(&counted),
+    };
     let server = MetricsServer { ingest };
     let service = CountTooLarge {
         inner: tonic::service::interceptor::InterceptedService::new(server, check),
@@ -204,6 +211,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(logs)
         .serve_with_incoming_shutdown(listener.into().into_stream(), shutdown)
         .await
         .map_err(std::io::Error::other)

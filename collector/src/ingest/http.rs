@@ -1,4 +1,4 @@
-//! OTLP/HTTP receiver: `POST /v1/metrics` with protobuf (`application/x-protobuf`) or
+//! OTLP/HTTP receiver: `POST /v1/metrics` (and `POST /v1/logs`, [`super::logs`]) with protobuf (`application/x-protobuf`) or
 //! JSON (`application/json`: camelCase, 64-bit integers as strings, enums as numbers)
 //! bodies, optionally gzip-compressed, answered as the OTLP/HTTP specification says:
 //! 200 with an `ExportMetricsServiceResponse` in the request's encoding (with
@@ -21,6 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use super::grpc::response;
 use super::{Ingest, IngestError, Outcome, Protocol};
@@ -79,6 +81,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/v1/metrics", post(export))
+        .route("/v1/logs", post(export_logs))
         .fallback(not_found)
         .with_state(ingest);
     axum::serve(listener.into().into_listener()?, app)
@@ -89,7 +92,7 @@ pub async fn serve(
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "not found: OTLP/HTTP metrics are accepted on POST /v1/metrics\n",
+        "not found: OTLP/HTTP is accepted on POST /v1/metrics and POST /v1/logs\n",
     )
         .into_response()
 }
@@ -121,7 +124,26 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
+/// Which OTLP signal a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Metrics,
+    Logs,
+}
+
 async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    receive(ingest, headers, body, Signal::Metrics).await
+}
+
+async fn export_logs(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive(ingest, headers, body, Signal::Logs).await
+}
+
+async fn receive(ingest: Arc<Ingest>, headers: HeaderMap, body: Body, signal: Signal) -> Response {
     let started = Instant::now();
     let media = media_type(&headers);
     let format = match media.as_deref() {
@@ -218,6 +240,17 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     let worker = Arc::clone(&ingest);
     let result = tokio::task::spawn_blocking(move || {
         let body = inflate(&bytes, gzip, max)?;
+        if signal == Signal::Logs {
+            let request: ExportLogsServiceRequest = match format {
+                Format::Protobuf => ExportLogsServiceRequest::decode(&*body).map_err(|e| {
+                    BodyError::Malformed(format!("protobuf body does not decode: {e}"))
+                })?,
+                Format::Json => serde_json::from_slice(&body).map_err(|e| {
+                    BodyError::Malformed(format!("OTLP/JSON body does not decode: {e}"))
+                })?,
+            };
+            return Ok(worker.export_logs_blocking_as(&request, &principal));
+        }
         Ok::<_, BodyError>(match format {
             Format::Protobuf => match worker.export_protobuf_blocking_as(&body, &principal) {
                 Err(IngestError::Malformed(e)) => {
@@ -242,10 +275,17 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
                 Outcome::Success
             };
             ingest.record(protocol, outcome, started);
-            let answer = response(&exported);
-            let body = match format {
-                Format::Protobuf => answer.encode_to_vec(),
-                Format::Json => serde_json::to_vec(&answer).unwrap_or_default(),
+            let body = match (signal, format) {
+                (Signal::Metrics, Format::Protobuf) => response(&exported).encode_to_vec(),
+                (Signal::Metrics, Format::Json) => {
+                    serde_json::to_vec(&response(&exported)).unwrap_or_default()
+                }
+                (Signal::Logs, Format::Protobuf) => {
+                    super::logs::response(&exported).encode_to_vec()
+                }
+                (Signal::Logs, Format::Json) => {
+                    serde_json::to_vec(&super::logs::response(&exported)).unwrap_or_default()
+                }
             };
             let mut r = (StatusCode::OK, body).into_response();
             r.headers_mut().insert(

@@ -14,6 +14,7 @@
 //! - [`auth`]: the fleet token file and bearer checks.
 //! - `intern`: the cache from a series' raw identity to its interned label set.
 //! - [`grpc`], [`http`]: the two receivers; `json` reads OTLP/JSON bodies.
+//! - [`logs`]: OTLP logs on both receivers, into the log index.
 //! - `stats`: the receivers' own counters.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod grpc;
 pub mod http;
 mod intern;
 mod json;
+pub mod logs;
 mod stats;
 
 use std::collections::HashMap;
@@ -58,6 +60,8 @@ pub struct IngestOptions {
     /// Bumped after every request whose samples are stored and synced: the rule
     /// evaluator's cue that new data is there (eager evaluation).
     pub arrivals: Option<Arc<tokio::sync::watch::Sender<u64>>>,
+    /// Where OTLP logs go; `None` answers logs requests UNAVAILABLE.
+    pub logs: Option<Arc<crate::index::LogIndex>>,
 }
 
 impl Default for IngestOptions {
@@ -69,6 +73,7 @@ impl Default for IngestOptions {
             series_cache_max_entries: 4_000_000,
             label_limits: LabelLimits::default(),
             arrivals: None,
+            logs: None,
         }
     }
 }
@@ -91,6 +96,10 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("the ingest task failed: {0}")]
     Task(String),
+    #[error("this collector keeps no log index")]
+    NoLogIndex,
+    #[error(transparent)]
+    Logs(#[from] crate::index::IndexError),
     /// The body is not an `ExportMetricsServiceRequest`; retrying will not help.
     #[error("{0}")]
     Malformed(#[from] WireError),
@@ -118,6 +127,7 @@ pub struct Ingest {
     snapshots: Mutex<HashMap<String, Snapshot>>,
     stats: Stats,
     arrivals: Option<Arc<tokio::sync::watch::Sender<u64>>>,
+    logs: Option<Arc<crate::index::LogIndex>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -152,6 +162,7 @@ impl Ingest {
             snapshots: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             arrivals: options.arrivals,
+            logs: options.logs,
         }
     }
 

@@ -40,7 +40,7 @@ mod series;
 mod spill;
 #[cfg(test)]
 mod testutil;
-mod wal;
+pub(crate) mod wal;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -51,35 +51,44 @@ pub fn snapshot_to_resource_metrics(
         .map(|family| family_to_metric(family, time_unix_nano))
         .collect();
     ResourceMetrics {
-        resource: Some(Resource {
-            attributes: vec![
-                string_kv("host.name", resource.node),
-                string_kv("service.name", AGENT_SERVICE_NAME),
-                string_kv("service.version", resource.agent_version),
-                string_kv("service.instance.id", resource.node),
-                string_kv(ATTR_NODE, resource.node),
-                KeyValue {
-                    key: ATTR_INTERVAL_SECS.to_owned(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::DoubleValue(resource.interval_secs)),
-                    }),
-                    key_strindex: 0,
-                },
-            ],
-            dropped_attributes_count: 0,
-            entity_refs: Vec::new(),
-        }),
+        resource: Some(agent_resource(resource)),
         scope_metrics: vec![ScopeMetrics {
-            scope: Some(InstrumentationScope {
-                name: AGENT_SERVICE_NAME.to_owned(),
-                version: resource.agent_version.to_owned(),
-                attributes: Vec::new(),
-                dropped_attributes_count: 0,
-            }),
+            scope: Some(agent_scope(resource)),
             metrics,
             schema_url: String::new(),
         }],
         schema_url: String::new(),
+    }
+}
+
+/// The resource every record the agent sends carries, metrics and logs alike.
+pub(crate) fn agent_resource(resource: &AgentResource<'_>) -> Resource {
+    Resource {
+        attributes: vec![
+            string_kv("host.name", resource.node),
+            string_kv("service.name", AGENT_SERVICE_NAME),
+            string_kv("service.version", resource.agent_version),
+            string_kv("service.instance.id", resource.node),
+            string_kv(ATTR_NODE, resource.node),
+            KeyValue {
+                key: ATTR_INTERVAL_SECS.to_owned(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::DoubleValue(resource.interval_secs)),
+                }),
+                key_strindex: 0,
+            },
+        ],
+        dropped_attributes_count: 0,
+        entity_refs: Vec::new(),
+    }
+}
+
+pub(crate) fn agent_scope(resource: &AgentResource<'_>) -> InstrumentationScope {
+    InstrumentationScope {
+        name: AGENT_SERVICE_NAME.to_owned(),
+        version: resource.agent_version.to_owned(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
     }
 }
 

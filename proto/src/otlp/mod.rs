@@ -7,12 +7,16 @@
 
 mod decode;
 mod encode;
+mod logs;
 mod normalize;
 pub mod wire;
 
 pub use decode::{
     Decoded, DecodedResource, DecodedSample, LabelPair, Rejection, STALE_NAN_BITS, decode,
     decode_protobuf, translate,
+};
+pub use logs::{
+    LogLine, LogValue, LogsEncoder, decode_logs_request, empty_resource_logs, kernel_severity,
 };
 pub use normalize::{NameType, format_bound, label_name, metric_name};
 pub use wire::WireError;

@@ -47,6 +47,8 @@ pub fn nodes(demo_dir: &Path, count: u32, collector_url: &str) -> anyhow::Result
             config.gpu.expected_count = GPUS_PER_NODE;
             config.gpu.simulate_faults = faults_file.clone();
             config.shipper.collector = collector_url.to_owned();
+            // The kernel log is this machine's: only the agent for this machine ships it.
+            config.logs.kmsg = std::path::PathBuf::new();
             Ok(DemoNode {
                 name,
                 faults_file,
@@ -89,6 +91,7 @@ mod tests {
         assert_eq!(names, ["demo-node-1", "demo-node-2", "demo-node-3"]);
         for n in &nodes {
             assert_eq!(n.config.gpu.simulate_gpus, 8);
+            assert!(n.config.logs.kmsg.as_os_str().is_empty());
             assert_eq!(n.config.shipper.collector, "http://127.0.0.1:4317");
             assert_eq!(n.config.state_dir, dir.path().join(&n.name));
             let text = std::fs::read_to_string(&n.faults_file).unwrap();
