@@ -3,14 +3,16 @@
 //! agent of 8 simulated GPUs shipping to it, one of them running hot. The test reads
 //! the screen with `tmux capture-pane` after each key: the node's row in the fleet,
 //! Enter to its GPU gauges and host panel, Tab to the firing alert, `s` and Enter to
-//! silence it through the collector's API, Esc back to the fleet, the collector killed
+//! silence it through the collector's API, Esc back to the fleet, `4` to the logs view
+//! with a query for a line of a file the agent tails (and `t`, the live tail, showing
+//! a line written after it), the collector killed
 //! (a banner, the last data kept), and `q` to quit with the terminal given back. tmux runs on a private socket and is killed when the test ends, pass or fail.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use vigil_e2e::alerting::peers_present;
-use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, wait_for};
+use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, find, wait_for};
 use vigil_e2e::tmux::{self, Tmux};
 use vigil_e2e::{binary, http_get};
 
@@ -67,11 +69,16 @@ fn run(dir: &std::path::Path) -> anyhow::Result<()> {
             path_str(&am)?,
         ],
     )?;
-    let _agent = ShippingAgent::start(
+    let app_logs = dir.join("app");
+    std::fs::create_dir_all(&app_logs)?;
+    let train_log = app_logs.join("train.log");
+    std::fs::write(&train_log, "")?;
+    let glob = format!("{}/*.log", app_logs.display());
+    let agent = ShippingAgent::start(
         dir,
         NODE,
         &collector,
-        &["--simulate-faults", path_str(&faults)?],
+        &["--simulate-faults", path_str(&faults)?, "--log-file", &glob],
     )?;
     let auth = format!("Bearer {TOKEN}");
     wait_for(Duration::from_secs(20), "the node in /api/v1/nodes", || {
@@ -82,6 +89,24 @@ fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         )?;
         Ok((r.status == 200 && r.text()?.contains(NODE)).then_some(()))
     })?;
+
+    // A line in the tailed file, for the logs view to find.
+    wait_for(
+        Duration::from_secs(15),
+        "the agent tailing the file",
+        || {
+            let s = agent.scrape()?;
+            Ok(find(&s, "vigil_agent_log_files_tailed", &[])
+                .first()
+                .is_some_and(|x| x.value >= 1.0)
+                .then_some(()))
+        },
+    )?;
+    let marker = format!("dashmarker{}", std::process::id());
+    append_line(
+        &train_log,
+        &format!("epoch 3 step 1200 loss 0.731 {marker}"),
+    )?;
 
     // The shell around vigil dash says how it ended, on the normal screen.
     let command = format!(
@@ -166,6 +191,47 @@ fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     tmux.wait_screen("the fleet again", Duration::from_secs(5), |s| {
         node_row(s, NODE).is_some()
     })?;
+
+    // The logs view: a query for the file's line, then the live tail.
+    tmux.keys(&["4"])?;
+    tmux.wait_screen("the logs view", Duration::from_secs(5), |s| {
+        s.contains(" query ") && s.contains("LINE")
+    })?;
+    tmux.keys(&["/"])?;
+    tmux.keys(&["-l", &marker])?;
+    tmux.keys(&["Enter"])?;
+    // The query has run once the line shows it without the cursor.
+    let screen = tmux.wait_screen(
+        "the query's answer in the logs view",
+        Duration::from_secs(10),
+        |s| {
+            s.lines()
+                .any(|l| l.trim_end() == format!(" query {marker}"))
+                && s.lines()
+                    .any(|l| l.contains("step 1200 loss 0.731") && l.contains(NODE))
+        },
+    )?;
+    ensure!(
+        screen.contains("/app/train.log") && screen.contains("1 records"),
+        "no source or count:\n{screen}"
+    );
+    tmux.keys(&["t"])?;
+    tmux.wait_screen("the tail on", Duration::from_secs(5), |s| {
+        s.contains("tail on")
+    })?;
+    append_line(
+        &train_log,
+        &format!("epoch 3 step 1201 loss 0.729 {marker}"),
+    )?;
+    tmux.wait_screen(
+        "the new line through the tail",
+        Duration::from_secs(10),
+        |s| s.contains("step 1201 loss 0.729") && s.contains("step 1200 loss 0.731"),
+    )?;
+    tmux.keys(&["Escape"])?;
+    tmux.wait_screen("the fleet after the logs", Duration::from_secs(5), |s| {
+        node_row(s, NODE).is_some()
+    })?;
     // The collector goes away: a banner, the last data stays, no crash.
     collector.kill()?;
     let screen = tmux.wait_screen("the collector-down banner", Duration::from_secs(10), |s| {
@@ -188,6 +254,14 @@ fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         "the dashboard is still on screen (alternate screen not left):\n{screen}"
     );
     eprintln!("dash_tmux took {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    writeln!(f, "{line}")?;
+    f.sync_all()?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use vigil_tui::dash::logs::{LogPage, LogRecord, LogsAnswer};
 use vigil_tui::dash::model::{
     Alert, AlertState, Filesystem, GpuDetail, GpuHistory, GpuRow, HostStats, Network, NodeDetail,
     NodeRow, Snapshot, XidEvent,
@@ -352,6 +353,119 @@ fn failed_queries_banner() {
     });
 }
 
+/// Newest first: kernel Xid lines of one GPU among a training job's and the agent's lines.
+fn log_records() -> Vec<LogRecord> {
+    (0..40)
+        .map(|i| {
+            let at = now() - Duration::milliseconds(1500 * i as i64 + 250);
+            let (source, severity, body, attributes) = match i % 4 {
+                0 => (
+                    "kernel",
+                    "error",
+                    format!(
+                        "NVRM: Xid (PCI:0000:3b:00): 79, pid={}, GPU has fallen off the bus.",
+                        4000 + i
+                    ),
+                    labels(&[
+                        ("kernel.seq", &format!("{}", 9000 + i)),
+                        ("nvidia.event", "xid"),
+                        ("nvidia.gpu", "3"),
+                        ("nvidia.message", "GPU has fallen off the bus."),
+                        ("nvidia.pci_bus_id", "00000000:3B:00.0"),
+                        ("nvidia.xid", "79"),
+                    ]),
+                ),
+                1 => (
+                    "/var/log/train/rank3.log",
+                    "warn",
+                    format!(
+                        "step {}: NCCL watchdog: collective operation timed out after 600000 ms",
+                        1200 - i
+                    ),
+                    labels(&[("job", "llama-70b")]),
+                ),
+                2 => (
+                    "/var/log/train/rank3.log",
+                    "info",
+                    format!("step {}: loss 1.{:03} lr 3e-4", 1200 - i, 900 - i),
+                    BTreeMap::new(),
+                ),
+                _ => (
+                    "/var/log/syslog",
+                    "",
+                    "systemd[1]: Started nvidia-persistenced.service.".to_owned(),
+                    BTreeMap::new(),
+                ),
+            };
+            LogRecord {
+                timestamp: Some(at),
+                node: "gpu-node-03".to_owned(),
+                source: source.to_owned(),
+                severity: severity.to_owned(),
+                body,
+                attributes,
+            }
+        })
+        .collect()
+}
+
+/// The logs view after `/`, a typed query and Enter, the collector's answer and `t`.
+fn logs_searched(s: &mut State) {
+    update(s, Action::GoTo(View::Logs));
+    update(s, Action::StartLogQuery);
+    for c in "xid OR step".chars() {
+        update(s, Action::LogQueryChar(c));
+    }
+    update(s, Action::RunLogQuery);
+    let answer = LogsAnswer {
+        generation: s.logs_ui.generation,
+        tail: false,
+        result: Ok(LogPage {
+            total: 1234,
+            records: log_records(),
+        }),
+    };
+    update(s, Action::LogsFetched(Box::new(answer)));
+    update(s, Action::ToggleTail);
+    // The second Xid line: its attributes fill the details pane where it fits.
+    for _ in 0..4 {
+        update(s, Action::Down);
+    }
+}
+
+#[test]
+fn logs_view() {
+    check("logs", logs_searched);
+}
+
+#[test]
+fn logs_failed_search_keeps_lines() {
+    check("logs_error", |s| {
+        logs_searched(s);
+        let answer = LogsAnswer {
+            generation: s.logs_ui.generation,
+            tail: true,
+            result: Err(
+                "GET /api/v1/logs/search: 400 Bad Request: bad_data: invalid parameter \"q\": syntax error".to_owned(),
+            ),
+        };
+        // The tail's poll is in flight after `t`; its answer is the failure.
+        assert!(s.logs_ui.loading);
+        update(s, Action::LogsFetched(Box::new(answer)));
+        assert_eq!(s.logs_ui.records.len(), 40);
+    });
+}
+
+#[test]
+fn logs_query_editing() {
+    check("logs_editing", |s| {
+        update(s, Action::GoTo(View::Alerts));
+        update(s, Action::LogsForSelection);
+        update(s, Action::StartLogQuery);
+        update(s, Action::LogQueryChar(' '));
+    });
+}
+
 #[test]
 fn connecting_without_data() {
     for (w, h) in SIZES {
@@ -367,7 +481,7 @@ type Prepare = fn(&mut State);
 /// No screen panics or overflows on a terminal too small for it, nor on a huge one.
 #[test]
 fn every_screen_survives_any_size() {
-    let screens: [(&str, Prepare); 6] = [
+    let screens: [(&str, Prepare); 8] = [
         ("fleet", |_| {}),
         ("node", |s| {
             update(s, Action::Enter);
@@ -384,6 +498,11 @@ fn every_screen_survives_any_size() {
         }),
         ("down", |s| {
             update(s, Action::FetchFailed("gone".into()));
+        }),
+        ("logs", logs_searched),
+        ("logs_query", |s| {
+            update(s, Action::GoTo(View::Logs));
+            update(s, Action::StartLogQuery);
         }),
     ];
     for (w, h) in [

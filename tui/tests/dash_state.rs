@@ -8,7 +8,8 @@ use crossterm::event::{
     Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 use vigil_tui::dash::keys::action_for;
-use vigil_tui::dash::model::{Alert, AlertState, GpuRow, NodeRow, Snapshot};
+use vigil_tui::dash::logs::{LogPage, LogRecord, LogRequest, LogsAnswer, MAX_LINES};
+use vigil_tui::dash::model::{Alert, AlertState, GpuDetail, GpuRow, NodeDetail, NodeRow, Snapshot};
 use vigil_tui::dash::state::{Action, Effect, Link, Mode, SortKey, State, View, update};
 
 fn now() -> DateTime<Utc> {
@@ -140,7 +141,8 @@ fn enter_opens_the_node_and_esc_comes_back() {
     let effect = update(&mut state, Action::Back);
     assert_eq!(effect, Some(Effect::Focus(None)));
     assert_eq!(state.view, View::Fleet);
-    // Tab: fleet, node (the selected node), alerts, fleet.
+    // Tab: fleet, node (the selected node), alerts, logs (searched when first
+    // opened), fleet.
     assert_eq!(
         update(&mut state, Action::NextView),
         Some(Effect::Focus(Some("gpu-10".to_owned())))
@@ -150,8 +152,20 @@ fn enter_opens_the_node_and_esc_comes_back() {
         Some(Effect::Focus(None))
     );
     assert_eq!(state.view, View::Alerts);
+    assert!(matches!(
+        update(&mut state, Action::NextView),
+        Some(Effect::Logs(_))
+    ));
+    assert_eq!(state.view, View::Logs);
     assert_eq!(update(&mut state, Action::NextView), None);
     assert_eq!(state.view, View::Fleet);
+    update(&mut state, Action::PrevView);
+    assert_eq!(state.view, View::Logs);
+    assert_eq!(
+        update(&mut state, Action::GoTo(View::Logs)),
+        None,
+        "the logs view keeps its records when reopened"
+    );
 }
 
 #[test]
@@ -298,4 +312,247 @@ fn silencing_posts_every_label_of_the_alert() {
         Action::Silenced(Err("silence failed: 404".into())),
     );
     assert!(state.notice.as_ref().unwrap().error);
+}
+
+fn log_request(effect: Option<Effect>) -> LogRequest {
+    match effect {
+        Some(Effect::Logs(request)) => request,
+        Some(Effect::Batch(effects)) => effects
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Logs(request) => Some(request),
+                _ => None,
+            })
+            .expect("a logs search among the effects"),
+        other => panic!("no logs search: {other:?}"),
+    }
+}
+
+fn log_line(secs: i64, body: &str) -> LogRecord {
+    LogRecord {
+        timestamp: Some(now() + chrono::Duration::seconds(secs)),
+        node: "gpu-10".to_owned(),
+        source: "kernel".to_owned(),
+        severity: "error".to_owned(),
+        body: body.to_owned(),
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn answered(request: &LogRequest, records: Vec<LogRecord>) -> Action {
+    Action::LogsFetched(Box::new(LogsAnswer {
+        generation: request.generation,
+        tail: request.tail,
+        result: Ok(LogPage {
+            total: records.len() as u64,
+            records,
+        }),
+    }))
+}
+
+#[test]
+fn the_logs_query_is_typed_and_run() {
+    let mut state = loaded();
+    assert_eq!(
+        action_for(&key(KeyCode::Char('4')), &state),
+        Some(Action::GoTo(View::Logs))
+    );
+    let first = log_request(update(&mut state, Action::GoTo(View::Logs)));
+    assert!(
+        first
+            .path
+            .starts_with("/api/v1/logs/search?q=&limit=500&start="),
+        "{}",
+        first.path
+    );
+    // `/` edits the query here, not the fleet filter; typed keys are text.
+    assert_eq!(
+        action_for(&key(KeyCode::Char('/')), &state),
+        Some(Action::StartLogQuery)
+    );
+    update(&mut state, Action::StartLogQuery);
+    assert_eq!(state.mode, Mode::LogQuery);
+    for (code, action) in [
+        (KeyCode::Char('q'), Action::LogQueryChar('q')),
+        (KeyCode::Char('t'), Action::LogQueryChar('t')),
+        (KeyCode::Backspace, Action::LogQueryBackspace),
+        (KeyCode::Enter, Action::RunLogQuery),
+        (KeyCode::Esc, Action::Cancel),
+    ] {
+        assert_eq!(action_for(&key(code), &state), Some(action));
+    }
+    for c in "xid AND 79x".chars() {
+        update(&mut state, Action::LogQueryChar(c));
+    }
+    update(&mut state, Action::LogQueryBackspace);
+    let search = log_request(update(&mut state, Action::RunLogQuery));
+    assert_eq!(state.mode, Mode::Normal);
+    assert!(
+        search
+            .path
+            .starts_with("/api/v1/logs/search?q=xid%20AND%2079&limit=500"),
+        "{}",
+        search.path
+    );
+    assert!(search.generation > first.generation && !search.tail);
+    // The first search's late answer is dropped; the current one shows.
+    update(&mut state, answered(&first, vec![log_line(0, "stale")]));
+    assert!(state.logs_ui.records.is_empty());
+    update(
+        &mut state,
+        answered(&search, vec![log_line(2, "new"), log_line(1, "old")]),
+    );
+    assert_eq!(state.logs_ui.records.len(), 2);
+    assert_eq!(state.logs_ui.total, 2);
+    update(&mut state, Action::Down);
+    assert_eq!(state.logs_ui.selected, 1);
+    update(&mut state, Action::End);
+    assert_eq!(state.logs_ui.selected, 1);
+    // Enter searches again; a failure keeps the lines and is shown.
+    let again = log_request(update(&mut state, Action::Enter));
+    update(
+        &mut state,
+        Action::LogsFetched(Box::new(LogsAnswer {
+            generation: again.generation,
+            tail: false,
+            result: Err("400 Bad Request: syntax error".into()),
+        })),
+    );
+    assert_eq!(state.logs_ui.records.len(), 2);
+    assert_eq!(
+        state.logs_ui.error.as_deref(),
+        Some("400 Bad Request: syntax error")
+    );
+}
+
+#[test]
+fn the_tail_polls_for_newer_records_while_watched() {
+    let mut state = loaded();
+    assert_eq!(
+        action_for(&key(KeyCode::Char('t')), &state),
+        None,
+        "t means nothing outside the logs view"
+    );
+    let search = log_request(update(&mut state, Action::GoTo(View::Logs)));
+    update(&mut state, answered(&search, vec![log_line(5, "a")]));
+    assert_eq!(
+        action_for(&key(KeyCode::Char('t')), &state),
+        Some(Action::ToggleTail)
+    );
+    // Turning it on polls at once, from the newest record shown.
+    let poll = log_request(update(&mut state, Action::ToggleTail));
+    assert!(state.logs_ui.tail && poll.tail);
+    assert!(poll.path.contains("&start=1795780805.000"), "{}", poll.path);
+    // One poll at a time.
+    assert_eq!(
+        update(
+            &mut state,
+            Action::Tick(now() + chrono::Duration::seconds(9))
+        ),
+        None
+    );
+    update(
+        &mut state,
+        answered(
+            &poll,
+            vec![log_line(7, "c"), log_line(6, "b"), log_line(5, "a")],
+        ),
+    );
+    let bodies: Vec<&str> = state
+        .logs_ui
+        .records
+        .iter()
+        .map(|r| r.body.as_str())
+        .collect();
+    assert_eq!(bodies, ["c", "b", "a"]);
+    // The next tick after the interval polls again; not from another view.
+    let later = now() + chrono::Duration::seconds(20);
+    update(&mut state, Action::GoTo(View::Fleet));
+    assert_eq!(update(&mut state, Action::Tick(later)), None);
+    update(&mut state, Action::GoTo(View::Logs));
+    let next = log_request(update(&mut state, Action::Tick(later)));
+    assert!(next.path.contains("&start=1795780807.000"), "{}", next.path);
+    // A flood keeps only the newest MAX_LINES.
+    let flood: Vec<LogRecord> = (0..MAX_LINES as i64 + 10)
+        .rev()
+        .map(|i| log_line(100 + i, "flood"))
+        .collect();
+    update(&mut state, answered(&next, flood));
+    assert_eq!(state.logs_ui.records.len(), MAX_LINES);
+    update(&mut state, Action::ToggleTail);
+    assert!(!state.logs_ui.tail);
+    let much_later = now() + chrono::Duration::seconds(60);
+    assert_eq!(update(&mut state, Action::Tick(much_later)), None);
+}
+
+#[test]
+fn l_jumps_to_the_logs_of_an_alert_a_node_or_a_gpu() {
+    let mut state = loaded();
+    // From an alert: its node and, with a gpu label, that GPU's kernel lines.
+    update(&mut state, Action::GoTo(View::Alerts));
+    assert_eq!(
+        action_for(&key(KeyCode::Char('l')), &state),
+        Some(Action::LogsForSelection)
+    );
+    let request = log_request(update(&mut state, Action::LogsForSelection));
+    assert_eq!(state.view, View::Logs);
+    assert_eq!(state.logs_ui.node.as_deref(), Some("gpu-10"));
+    assert_eq!(state.logs_ui.query, "attributes.nvidia.gpu:\"3\"");
+    assert!(
+        request
+            .path
+            .starts_with("/api/v1/logs/search?q=attributes.nvidia.gpu%3A%223%22&node=gpu-10&"),
+        "{}",
+        request.path
+    );
+    // Backspace on an empty query drops the node filter.
+    update(&mut state, Action::StartLogQuery);
+    for _ in 0..state.logs_ui.query.len() {
+        update(&mut state, Action::LogQueryBackspace);
+    }
+    assert_eq!(state.logs_ui.node.as_deref(), Some("gpu-10"));
+    update(&mut state, Action::LogQueryBackspace);
+    assert_eq!(state.logs_ui.node, None);
+    update(&mut state, Action::Cancel);
+
+    // From the fleet: the selected node, every record.
+    update(&mut state, Action::GoTo(View::Fleet));
+    update(&mut state, Action::Down);
+    update(&mut state, Action::LogsForSelection);
+    assert_eq!(state.logs_ui.node.as_deref(), Some("gpu-1"));
+    assert_eq!(state.logs_ui.query, "");
+
+    // From the node view: that node and its selected GPU; the fetcher stops the
+    // node's details.
+    update(&mut state, Action::GoTo(View::Fleet));
+    update(&mut state, Action::Enter);
+    let mut snapshot = state.data.clone();
+    snapshot.detail = Some(NodeDetail {
+        node: "gpu-1".to_owned(),
+        gpus: ["0", "1"]
+            .iter()
+            .map(|i| GpuDetail {
+                index: (*i).to_owned(),
+                up: true,
+                ..GpuDetail::default()
+            })
+            .collect(),
+        ..NodeDetail::default()
+    });
+    update(&mut state, Action::Fetched(Box::new(snapshot)));
+    update(&mut state, Action::Right);
+    assert_eq!(
+        action_for(&key(KeyCode::Char('l')), &state),
+        Some(Action::LogsForSelection)
+    );
+    let effect = update(&mut state, Action::LogsForSelection);
+    let Some(Effect::Batch(effects)) = &effect else {
+        panic!("{effect:?}");
+    };
+    assert_eq!(effects[0], Effect::Focus(None));
+    assert_eq!(state.logs_ui.node.as_deref(), Some("gpu-1"));
+    assert_eq!(state.logs_ui.query, "attributes.nvidia.gpu:\"1\"");
+    assert!(log_request(effect).path.contains("&node=gpu-1&"));
+    // In the logs view, `l` means nothing.
+    assert_eq!(action_for(&key(KeyCode::Char('l')), &state), None);
 }

@@ -98,6 +98,13 @@ async fn query_range(
         .map_err(|e| format!("{expr}: {e}"))
 }
 
+/// One logs search (the logs view's, run apart from the polling rounds).
+pub async fn logs(client: &Client, path: &str) -> Result<super::logs::LogPage, String> {
+    get(client, path)
+        .await
+        .and_then(|data| super::logs::parse_page(&data))
+}
+
 /// Keeps the value, or records the error and yields the default.
 fn take<T: Default>(result: Result<T, String>, errors: &mut Vec<String>) -> T {
     result.unwrap_or_else(|e| {

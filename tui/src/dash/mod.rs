@@ -5,6 +5,8 @@
 //!   parsing of the collector's JSON into it; pure.
 //! - [`fetch`]: the background task that polls the collector every 2 s, all queries of
 //!   a round in parallel with a deadline each, and sends snapshots over a channel.
+//! - [`logs`]: the logs view's records, query and live tail, and the searches it asks
+//!   the event loop to run.
 //! - [`state`]: the dashboard's state and its [`state::Action`]s; `update.rs` holds
 //!   [`state::update`], the only code that changes state, which asks for I/O with
 //!   [`state::Effect`]s.
@@ -17,6 +19,7 @@
 
 pub mod fetch;
 pub mod keys;
+pub mod logs;
 pub mod model;
 pub mod state;
 mod update;
@@ -110,20 +113,8 @@ pub async fn run(conn: CollectorArgs) -> anyhow::Result<()> {
         let effect = state::update(&mut state, action);
         // ratatui writes only the cells that changed, so a redraw never flickers.
         dirty = true;
-        match effect {
-            Some(Effect::Focus(node)) => {
-                let _ = focus_tx.send(node);
-            }
-            Some(Effect::Silence(body)) => {
-                let client = client.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx
-                        .send(Action::Silenced(post_silence(&client, &body).await))
-                        .await;
-                });
-            }
-            None => {}
+        if let Some(effect) = effect {
+            perform(effect, &client, &tx, &focus_tx);
         }
         if state.quit {
             break Ok(());
@@ -136,6 +127,47 @@ pub async fn run(conn: CollectorArgs) -> anyhow::Result<()> {
     // The input thread notices the flag within INPUT_POLL.
     let _ = tokio::task::spawn_blocking(move || input.join()).await;
     result
+}
+
+/// Starts the I/O an effect asks for; answers come back on `tx` as actions.
+fn perform(
+    effect: Effect,
+    client: &Arc<Client>,
+    tx: &mpsc::Sender<Action>,
+    focus_tx: &watch::Sender<Option<String>>,
+) {
+    match effect {
+        Effect::Focus(node) => {
+            let _ = focus_tx.send(node);
+        }
+        Effect::Silence(body) => {
+            let client = client.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Action::Silenced(post_silence(&client, &body).await))
+                    .await;
+            });
+        }
+        Effect::Logs(request) => {
+            let client = client.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = fetch::logs(&client, &request.path).await;
+                let answer = logs::LogsAnswer {
+                    generation: request.generation,
+                    tail: request.tail,
+                    result,
+                };
+                let _ = tx.send(Action::LogsFetched(Box::new(answer))).await;
+            });
+        }
+        Effect::Batch(effects) => {
+            for effect in effects {
+                perform(effect, client, tx, focus_tx);
+            }
+        }
+    }
 }
 
 /// The terminal's input, read on a thread of its own (crossterm's reads block).

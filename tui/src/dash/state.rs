@@ -2,15 +2,17 @@
 //! [`Action`] and may ask for an [`Effect`] (I/O that the event loop performs).
 //!
 //! Views (`views/`) read the state and never change it; input (`keys.rs`) turns key
-//! presses and mouse events into actions. A logs view and recovery-action approvals
-//! plug in the same way once the collector has those APIs: a [`View`] variant, its
-//! per-view UI state beside [`FleetUi`], its data in [`Snapshot`], and effects for
-//! its requests.
+//! presses and mouse events into actions. The logs view shows how a view plugs in: a
+//! [`View`] variant, its UI state and data beside [`FleetUi`] ([`LogsUi`]), and an
+//! effect for its requests whose answer comes back as an action; recovery-action
+//! approvals can follow the same way.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+pub use super::logs::LogsUi;
+use super::logs::{LogRequest, LogsAnswer};
 use super::model::{Alert, AlertState, NodeRow, Snapshot, severity_rank};
 pub use super::update::update;
 
@@ -20,16 +22,18 @@ pub enum View {
     Fleet,
     Node,
     Alerts,
+    Logs,
 }
 
 impl View {
-    pub const ALL: [View; 3] = [View::Fleet, View::Node, View::Alerts];
+    pub const ALL: [View; 4] = [View::Fleet, View::Node, View::Alerts, View::Logs];
 
     pub fn title(self) -> &'static str {
         match self {
             View::Fleet => "Fleet",
             View::Node => "Node",
             View::Alerts => "Alerts",
+            View::Logs => "Logs",
         }
     }
 }
@@ -209,6 +213,8 @@ pub enum Mode {
     /// Editing the fleet filter (`/`).
     Filter,
     Silence(Box<SilencePrompt>),
+    /// Editing the logs query (`/` in the logs view).
+    LogQuery,
     Help,
 }
 
@@ -235,6 +241,7 @@ pub struct State {
     pub fleet_ui: FleetUi,
     pub node_ui: NodeUi,
     pub alerts_ui: AlertsUi,
+    pub logs_ui: LogsUi,
     pub notice: Option<Notice>,
     /// Terminal size, for mapping mouse clicks onto rows.
     pub size: (u16, u16),
@@ -278,6 +285,17 @@ pub enum Action {
     PromptSubmit,
     Cancel,
     Silenced(Result<String, String>),
+    /// Edit the logs query.
+    StartLogQuery,
+    LogQueryChar(char),
+    /// Deletes a character; on an empty query, drops the node filter.
+    LogQueryBackspace,
+    /// Run the logs query (Enter, in the logs view or while editing it).
+    RunLogQuery,
+    ToggleTail,
+    /// Open the logs of what is selected: a node, its GPU, an alert's node and GPU.
+    LogsForSelection,
+    LogsFetched(Box<LogsAnswer>),
     Quit,
 }
 
@@ -288,6 +306,10 @@ pub enum Effect {
     Focus(Option<String>),
     /// POST this `PostableSilence`.
     Silence(serde_json::Value),
+    /// Search the logs.
+    Logs(LogRequest),
+    /// Several at once, in order.
+    Batch(Vec<Effect>),
 }
 
 impl State {
@@ -304,6 +326,7 @@ impl State {
             fleet_ui: FleetUi::default(),
             node_ui: NodeUi::default(),
             alerts_ui: AlertsUi::default(),
+            logs_ui: LogsUi::default(),
             notice: None,
             size: (80, 24),
             quit: false,

@@ -1,6 +1,7 @@
 //! [`update`]: the only code that changes the dashboard's [`State`], one [`Action`] at a
 //! time, and the cursor and view moves it is made of.
 
+use super::logs::gpu_query;
 use super::state::{Action, Effect, Link, Mode, Notice, SilencePrompt, SortKey, State, View};
 
 /// Rows a page key moves.
@@ -12,6 +13,7 @@ impl State {
             View::Fleet => self.visible.len(),
             View::Node => self.data.detail.as_ref().map_or(0, |d| d.gpus.len()),
             View::Alerts => self.data.alerts.len(),
+            View::Logs => self.logs_ui.records.len(),
         }
     }
 
@@ -20,6 +22,7 @@ impl State {
             View::Fleet => &mut self.fleet_ui.selected,
             View::Node => &mut self.node_ui.selected_gpu,
             View::Alerts => &mut self.alerts_ui.selected,
+            View::Logs => &mut self.logs_ui.selected,
         }
     }
 
@@ -53,7 +56,61 @@ impl State {
         }
         let leaving_node = self.view == View::Node;
         self.view = view;
-        leaving_node.then_some(Effect::Focus(None))
+        let focus = leaving_node.then_some(Effect::Focus(None));
+        // The logs view searches when first opened; later it keeps its records.
+        let search = if view == View::Logs && !self.logs_ui.searched {
+            self.run_log_query()
+        } else {
+            None
+        };
+        both(focus, search)
+    }
+
+    fn run_log_query(&mut self) -> Option<Effect> {
+        match self.logs_ui.search(self.now) {
+            Ok(request) => Some(Effect::Logs(request)),
+            Err(e) => {
+                self.logs_ui.error = Some(e);
+                None
+            }
+        }
+    }
+
+    /// The logs view for `node` with `query`, searched afresh.
+    fn open_logs(&mut self, node: Option<String>, query: String) -> Option<Effect> {
+        let ui = &mut self.logs_ui;
+        ui.node = node.filter(|n| !n.is_empty());
+        ui.query = query;
+        ui.records.clear();
+        ui.total = 0;
+        ui.selected = 0;
+        ui.error = None;
+        ui.searched = false;
+        self.switch_to(View::Logs)
+    }
+
+    /// The node and the log query of what the current view has selected.
+    fn logs_target(&self) -> Option<(String, String)> {
+        let gpu = |g: Option<&String>| g.map(|g| gpu_query(g)).unwrap_or_default();
+        match self.view {
+            View::Fleet => Some((self.selected_entry()?.node.name.clone(), String::new())),
+            View::Node => {
+                let node = self.node_ui.node.clone()?;
+                let index = self
+                    .data
+                    .detail
+                    .as_ref()
+                    .filter(|d| d.node == node)
+                    .and_then(|d| d.gpus.get(self.node_ui.selected_gpu))
+                    .map(|g| &g.index);
+                Some((node, gpu(index)))
+            }
+            View::Alerts => {
+                let alert = self.selected_alert()?;
+                Some((alert.node.clone(), gpu(alert.labels.get("gpu"))))
+            }
+            View::Logs => None,
+        }
     }
 
     fn cycle_view(&mut self, forward: bool) -> Option<Effect> {
@@ -79,10 +136,24 @@ impl State {
     }
 }
 
+/// One effect, or both in order.
+fn both(first: Option<Effect>, second: Option<Effect>) -> Option<Effect> {
+    match (first, second) {
+        (Some(a), Some(b)) => Some(Effect::Batch(vec![a, b])),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Applies `action`; the effect, if any, is the event loop's to perform.
 pub fn update(state: &mut State, action: Action) -> Option<Effect> {
     match action {
-        Action::Tick(now) => state.now = now,
+        Action::Tick(now) => {
+            state.now = now;
+            // The tail polls only while it is watched; it catches up when reopened.
+            if state.view == View::Logs {
+                return state.logs_ui.tail_poll(now).map(Effect::Logs);
+            }
+        }
         Action::Fetched(snapshot) => {
             state.link = Link::Up;
             state.set_snapshot(*snapshot);
@@ -108,7 +179,8 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
             if row >= state.list_len() {
                 return None;
             }
-            if *state.cursor() == row {
+            // In the logs view Enter searches again: a click only selects.
+            if *state.cursor() == row && state.view != View::Logs {
                 return update(state, Action::Enter);
             }
             *state.cursor() = row;
@@ -124,6 +196,7 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
                     return state.open_node(node);
                 }
             }
+            View::Logs => return state.run_log_query(),
             View::Node => {}
         },
         Action::Back => {
@@ -236,6 +309,41 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
                 Err(text) => Notice { text, error: true },
             });
         }
+        Action::StartLogQuery => {
+            state.mode = Mode::LogQuery;
+            if state.view != View::Logs {
+                return state.switch_to(View::Logs);
+            }
+        }
+        Action::LogQueryChar(c) => state.logs_ui.query.push(c),
+        Action::LogQueryBackspace => {
+            if state.logs_ui.query.pop().is_none() {
+                state.logs_ui.node = None;
+            }
+        }
+        Action::RunLogQuery => {
+            state.mode = Mode::Normal;
+            // Opening the view (or staying in it) searches afresh.
+            state.logs_ui.searched = false;
+            return state.switch_to(View::Logs);
+        }
+        Action::ToggleTail => {
+            let ui = &mut state.logs_ui;
+            ui.tail = !ui.tail;
+            if !ui.tail {
+                return None;
+            }
+            if !ui.searched {
+                return state.run_log_query();
+            }
+            ui.polled_at = None;
+            return ui.tail_poll(state.now).map(Effect::Logs);
+        }
+        Action::LogsForSelection => {
+            let (node, query) = state.logs_target()?;
+            return state.open_logs(Some(node), query);
+        }
+        Action::LogsFetched(answer) => state.logs_ui.apply(*answer),
         Action::Quit => state.quit = true,
     }
     None

@@ -6,6 +6,7 @@
 mod alerts;
 mod fleet;
 mod help;
+mod logs;
 mod node;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
 use super::state::{Health, Link, Mode, State, View};
-use crate::render::compact_duration;
+use crate::render::{compact_duration, one_line};
 
 /// Draws the whole screen.
 pub fn render(frame: &mut Frame<'_>, state: &State) {
@@ -29,12 +30,13 @@ pub fn render(frame: &mut Frame<'_>, state: &State) {
         View::Fleet => fleet::render(frame, screen.body, state),
         View::Node => node::render(frame, screen.body, state),
         View::Alerts => alerts::render(frame, screen.body, state),
+        View::Logs => logs::render(frame, screen.body, state),
     }
     frame.render_widget(footer(state), screen.footer);
     match &state.mode {
         Mode::Help => help::render(frame, frame.area()),
         Mode::Silence(prompt) => alerts::render_prompt(frame, frame.area(), prompt),
-        Mode::Normal | Mode::Filter => {}
+        Mode::Normal | Mode::Filter | Mode::LogQuery => {}
     }
 }
 
@@ -49,8 +51,9 @@ pub struct Screen {
 impl Screen {
     pub fn of(area: Rect, state: &State) -> Self {
         // A banner while the collector is away, and while some of its queries fail.
-        let banner_rows =
-            u16::from(!matches!(state.link, Link::Up) || !state.data.errors.is_empty());
+        let banner_rows = u16::from(
+            !matches!(state.link, Link::Up) || !state.data.errors.is_empty() || logs_failed(state),
+        );
         let header = Rect {
             height: 1.min(area.height),
             ..area
@@ -80,6 +83,11 @@ impl Screen {
     }
 }
 
+/// Whether the logs view is open on a failed search.
+fn logs_failed(state: &State) -> bool {
+    state.view == View::Logs && state.logs_ui.error.is_some()
+}
+
 /// The row of the current view's list under a click at (`column`, `row`), if any.
 pub fn row_at(state: &State, column: u16, row: u16) -> Option<usize> {
     let area = Rect::new(0, 0, state.size.0, state.size.1);
@@ -91,6 +99,7 @@ pub fn row_at(state: &State, column: u16, row: u16) -> Option<usize> {
         View::Fleet => fleet::rows_area(body, state),
         View::Node => node::rows_area(body, state),
         View::Alerts => alerts::rows_area(body, state),
+        View::Logs => logs::rows_area(body, state),
     };
     if !rows.contains(Position::new(column, row)) {
         return None;
@@ -100,6 +109,7 @@ pub fn row_at(state: &State, column: u16, row: u16) -> Option<usize> {
         View::Fleet => state.visible.len(),
         View::Node => state.data.detail.as_ref().map_or(0, |d| d.gpus.len()),
         View::Alerts => state.data.alerts.len(),
+        View::Logs => state.logs_ui.records.len(),
     };
     (index < len).then_some(index)
 }
@@ -135,6 +145,7 @@ fn tab_label(state: &State, view: View) -> String {
         }
         View::Fleet => format!(" 1 Fleet ({}) ", state.fleet.len()),
         View::Node => " 2 Node ".to_owned(),
+        View::Logs => " 4 Logs ".to_owned(),
     }
 }
 
@@ -172,7 +183,14 @@ fn header(state: &State, width: u16) -> Paragraph<'static> {
 }
 
 fn banner(state: &State) -> Paragraph<'static> {
+    let logs_error = state.logs_ui.error.as_ref().filter(|_| logs_failed(state));
     let text = match &state.link {
+        Link::Up if logs_error.is_some() => {
+            format!(
+                " ! logs search failed: {}",
+                one_line(logs_error.map_or("", |e| e))
+            )
+        }
         Link::Up => match state.data.errors.as_slice() {
             [] => String::new(),
             [only] => format!(" ! a query failed: {only}"),
@@ -192,6 +210,7 @@ fn banner(state: &State) -> Paragraph<'static> {
     };
     let style = match state.link {
         Link::Down { .. } => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        Link::Up if logs_error.is_some() => Style::new().fg(Color::Red),
         Link::Up => Style::new().fg(Color::Yellow),
         Link::Connecting => Style::new().add_modifier(Modifier::DIM),
     };
@@ -199,6 +218,12 @@ fn banner(state: &State) -> Paragraph<'static> {
 }
 
 fn footer(state: &State) -> Paragraph<'static> {
+    if state.mode == Mode::LogQuery {
+        return Paragraph::new(Line::styled(
+            " Enter search · Esc stop editing · Backspace on an empty query drops the node",
+            Style::new().add_modifier(Modifier::DIM),
+        ));
+    }
     if state.mode == Mode::Filter {
         return Paragraph::new(Line::from(vec![
             Span::styled("/", Style::new().add_modifier(Modifier::BOLD)),
@@ -231,6 +256,7 @@ fn footer(state: &State) -> Paragraph<'static> {
         ],
         View::Node => &[
             ("↑↓", "GPU"),
+            ("l", "logs"),
             ("Esc", "back"),
             ("Tab", "view"),
             ("?", "help"),
@@ -240,6 +266,16 @@ fn footer(state: &State) -> Paragraph<'static> {
             ("↑↓", "move"),
             ("s", "silence"),
             ("Enter", "node"),
+            ("l", "logs"),
+            ("Tab", "view"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        View::Logs => &[
+            ("↑↓", "move"),
+            ("/", "query"),
+            ("Enter", "search"),
+            ("t", "tail"),
             ("Tab", "view"),
             ("?", "help"),
             ("q", "quit"),
