@@ -208,3 +208,27 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// tests/run.sh sets this: there a missing venv is a failure, not a skip.
+const REQUIRE_VENV: &str = "VIGIL_E2E_REQUIRE_VENV";
+
+/// The Python of tests/.venv, which holds the OpenTelemetry SDK (tests/run.sh makes
+/// it); `None`, after saying so, when it is missing and not required.
+pub fn otel_sdk_python() -> anyhow::Result<Option<PathBuf>> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if python.is_file() {
+        return Ok(Some(python));
+    }
+    if std::env::var_os(REQUIRE_VENV).is_some() {
+        bail!(
+            "{} is missing although {REQUIRE_VENV} is set: tests/run.sh should have created it",
+            python.display()
+        );
+    }
+    println!(
+        "SKIPPED: {} is missing; run tests/run.sh, which creates the venv with the \
+         OpenTelemetry SDK (tests/python/requirements.txt)",
+        python.display()
+    );
+    Ok(None)
+}

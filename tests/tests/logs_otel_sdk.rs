@@ -3,40 +3,21 @@
 //! tests/.venv) sends one record over gRPC and one over HTTP; both are then found by
 //! `/api/v1/logs/search` with their node, severity, source and attributes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use vigil_e2e::collector::{Collector, TestDir, api_data, wait_for};
 
 const TOKEN: &str = "sdk-logs-token-19c2";
 const HOST_GRPC: &str = "sdk-logs-grpc";
 const HOST_HTTP: &str = "sdk-logs-http";
-/// tests/run.sh sets this: there a missing venv is a failure, not a skip.
-const REQUIRE_VENV: &str = "VIGIL_E2E_REQUIRE_VENV";
-
-fn venv_python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-}
-
 #[test]
 fn opentelemetry_python_sdk_logs_are_searchable() -> anyhow::Result<()> {
-    let python = venv_python();
-    if !python.is_file() {
-        if std::env::var_os(REQUIRE_VENV).is_some() {
-            bail!(
-                "{} is missing although {REQUIRE_VENV} is set: tests/run.sh should have created it",
-                python.display()
-            );
-        }
-        println!(
-            "SKIPPED: {} is missing; run tests/run.sh, which creates the venv with the \
-             OpenTelemetry SDK (tests/python/requirements.txt)",
-            python.display()
-        );
+    let Some(python) = vigil_e2e::otel_sdk_python()? else {
         return Ok(());
-    }
+    };
     let dir = TestDir::new("logs-otel-sdk")?;
     let result = scenario(dir.path(), &python);
     dir.finish(result)
