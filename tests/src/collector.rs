@@ -312,6 +312,17 @@ impl ShippingAgent {
         ensure!(r.status == 200, "agent /metrics: status {}", r.status);
         Ok(parse_exposition(&r.text()?))
     }
+
+    /// Waits until the agent tails `files` log files (`vigil_agent_log_files_tailed`).
+    pub fn wait_tailing(&self, files: f64, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(timeout, "the agent tailing its log files", || {
+            let s = self.scrape()?;
+            Ok(find(&s, "vigil_agent_log_files_tailed", &[])
+                .first()
+                .is_some_and(|x| x.value >= files)
+                .then_some(()))
+        })
+    }
 }
 
 /// One line of the Prometheus text format (enough for self-metrics: no escapes inside

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use vigil_e2e::alerting::peers_present;
-use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, find, wait_for};
+use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, wait_for};
 use vigil_e2e::tmux::{self, Tmux};
 use vigil_e2e::{binary, http_get};
 
@@ -91,17 +91,7 @@ fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     })?;
 
     // A line in the tailed file, for the logs view to find.
-    wait_for(
-        Duration::from_secs(15),
-        "the agent tailing the file",
-        || {
-            let s = agent.scrape()?;
-            Ok(find(&s, "vigil_agent_log_files_tailed", &[])
-                .first()
-                .is_some_and(|x| x.value >= 1.0)
-                .then_some(()))
-        },
-    )?;
+    agent.wait_tailing(1.0, Duration::from_secs(15))?;
     let marker = format!("dashmarker{}", std::process::id());
     append_line(
         &train_log,

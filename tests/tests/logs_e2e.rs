@@ -54,17 +54,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
     )?;
 
     // The agent has found the (empty) file once its self-metrics say so.
-    wait_for(
-        Duration::from_secs(15),
-        "the agent tailing the file",
-        || {
-            let s = agent.scrape()?;
-            Ok(find(&s, "vigil_agent_log_files_tailed", &[])
-                .first()
-                .is_some_and(|x| x.value >= 1.0)
-                .then_some(()))
-        },
-    )?;
+    agent.wait_tailing(1.0, Duration::from_secs(15))?;
     // A line appended to the tailed file, timed until the API finds it.
     let marker = format!("stepmarker{}", std::process::id());
     let written = Instant::now();
