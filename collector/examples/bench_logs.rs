@@ -14,8 +14,8 @@
 //! window, limit 100 with the total count, as `vigil logs search` asks; p50/p99 of the
 //! wall time of each `LogIndex::search`.
 //!
-//! Not measured here: the end-to-end rate from files through the agent and the
-//! collector to searchable (it needs the agent's file source).
+//! The end-to-end rate from files through the agent and the collector to searchable,
+//! beside this ceiling: `./tests/logs-bench.sh` (tests/src/bin/logs-bench.rs).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -241,9 +241,7 @@ fn main() -> Result<()> {
             totals[t] as f64 / d.len().max(1) as f64
         );
     }
-    println!(
-        "end to end (files -> agent -> collector -> searchable): not measured here; needs the agent's file source"
-    );
+    println!("end to end (files -> agent -> collector -> searchable): ./tests/logs-bench.sh");
     index.close();
     Ok(())
 }
