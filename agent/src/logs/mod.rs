@@ -142,26 +142,22 @@ impl LogStats {
             MetricFamily::gauge("vigil_agent_log_files_tailed", "Files open for tailing.")
                 .with(&[], self.files_tailed.load(Ordering::Relaxed) as f64),
         ];
-        let mut truncations = MetricFamily::counter(
-            "vigil_agent_log_file_truncations_total",
-            "Tailed files found truncated (copytruncate rotation) and read again from the start.",
-        );
-        truncations.push_counter(
-            &[],
-            self.truncations.load(Ordering::Relaxed) as f64,
-            created_unix_secs,
-        );
-        out.push(truncations);
-        let mut lost = MetricFamily::counter(
-            "vigil_agent_kmsg_overruns_total",
-            "Times the kernel's ring buffer overwrote records before the agent read them.",
-        );
-        lost.push_counter(
-            &[],
-            self.kmsg_lost.load(Ordering::Relaxed) as f64,
-            created_unix_secs,
-        );
-        out.push(lost);
+        for (name, help, count) in [
+            (
+                "vigil_agent_log_file_truncations_total",
+                "Tailed files found truncated (copytruncate rotation) and read again from the start.",
+                &self.truncations,
+            ),
+            (
+                "vigil_agent_kmsg_overruns_total",
+                "Times the kernel's ring buffer overwrote records before the agent read them.",
+                &self.kmsg_lost,
+            ),
+        ] {
+            let mut family = MetricFamily::counter(name, help);
+            family.push_counter(&[], count.load(Ordering::Relaxed) as f64, created_unix_secs);
+            out.push(family);
+        }
         let mut nvidia = MetricFamily::counter(
             "vigil_kernel_nvidia_events_total",
             "NVIDIA driver messages in the kernel log: Xid, SXid (code) and fallen off the bus, by PCI bus id (also where NVML gives no events).",

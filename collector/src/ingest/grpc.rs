@@ -138,41 +138,58 @@ impl UnaryService<Bytes> for Export {
         let ingest = Arc::clone(&self.ingest);
         Box::pin(async move {
             let started = Instant::now();
-            // The interceptor put the token's principal there; without tokens it is
-            // the fleet.
-            let principal = request
-                .extensions()
-                .get::<Principal>()
-                .cloned()
-                .unwrap_or(Principal::Fleet);
-            let body = request.into_inner();
-            match ingest.export_protobuf_as(body, principal).await {
-                Ok(e) => {
-                    let outcome = if e.rejected > 0 {
-                        Outcome::Partial
-                    } else {
-                        Outcome::Success
-                    };
-                    ingest.record(Protocol::Grpc, outcome, started);
-                    Ok(Response::new(response(&e)))
-                }
-                Err(e @ IngestError::WrongNode { .. }) => {
-                    ingest.record(Protocol::Grpc, Outcome::Forbidden, started);
-                    Err(Status::permission_denied(e.to_string()))
-                }
-                Err(IngestError::Malformed(e)) => {
-                    ingest.record(Protocol::Grpc, Outcome::Malformed, started);
-                    Err(Status::invalid_argument(format!(
-                        "protobuf message does not decode: {e}"
-                    )))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "OTLP/gRPC export failed; the sender will retry");
-                    ingest.record(Protocol::Grpc, Outcome::Unavailable, started);
-                    Err(Status::unavailable(e.to_string()))
-                }
-            }
+            let principal = principal_of(&request);
+            let result = ingest
+                .export_protobuf_as(request.into_inner(), principal)
+                .await;
+            answer(&ingest, started, result, response, "metrics")
         })
+    }
+}
+
+/// The principal the interceptor put on the request; without tokens, the fleet.
+pub(super) fn principal_of<T>(request: &Request<T>) -> Principal {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or(Principal::Fleet)
+}
+
+/// An Export's answer and its count in the ingest metrics, for metrics and logs alike:
+/// `respond` builds the signal's response from what was stored.
+pub(super) fn answer<R>(
+    ingest: &Ingest,
+    started: Instant,
+    result: Result<Exported, IngestError>,
+    respond: fn(&Exported) -> R,
+    signal: &str,
+) -> Result<Response<R>, Status> {
+    match result {
+        Ok(e) => {
+            let outcome = if e.rejected > 0 {
+                Outcome::Partial
+            } else {
+                Outcome::Success
+            };
+            ingest.record(Protocol::Grpc, outcome, started);
+            Ok(Response::new(respond(&e)))
+        }
+        Err(e @ IngestError::WrongNode { .. }) => {
+            ingest.record(Protocol::Grpc, Outcome::Forbidden, started);
+            Err(Status::permission_denied(e.to_string()))
+        }
+        Err(IngestError::Malformed(e)) => {
+            ingest.record(Protocol::Grpc, Outcome::Malformed, started);
+            Err(Status::invalid_argument(format!(
+                "protobuf message does not decode: {e}"
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, signal, "OTLP/gRPC export failed; the sender will retry");
+            ingest.record(Protocol::Grpc, Outcome::Unavailable, started);
+            Err(Status::unavailable(e.to_string()))
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use vigil_proto::logs as contract;
 
-use super::{Exported, Ingest, IngestError, Outcome, Principal, Protocol};
+use super::{Exported, Ingest, IngestError, Principal};
 use crate::index::{LogIndex, LogRecord};
 
 /// The OTLP answer to a stored logs request.
@@ -207,39 +207,15 @@ impl LogsService for LogsGrpc {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let started = Instant::now();
-        let principal = request
-            .extensions()
-            .get::<Principal>()
-            .cloned()
-            .unwrap_or(Principal::Fleet);
+        let principal = super::grpc::principal_of(&request);
         let body = request.into_inner();
-        let ingest = Arc::clone(&self.ingest);
-        let worker = Arc::clone(&ingest);
+        let worker = Arc::clone(&self.ingest);
         let result =
             tokio::task::spawn_blocking(move || worker.export_logs_blocking_as(&body, &principal))
                 .await
                 .map_err(|e| IngestError::Task(e.to_string()))
                 .and_then(|r| r);
-        match result {
-            Ok(e) => {
-                let outcome = if e.rejected > 0 {
-                    Outcome::Partial
-                } else {
-                    Outcome::Success
-                };
-                ingest.record(Protocol::Grpc, outcome, started);
-                Ok(Response::new(response(&e)))
-            }
-            Err(e @ IngestError::WrongNode { .. }) => {
-                ingest.record(Protocol::Grpc, Outcome::Forbidden, started);
-                Err(Status::permission_denied(e.to_string()))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "OTLP/gRPC logs export failed; the sender will retry");
-                ingest.record(Protocol::Grpc, Outcome::Unavailable, started);
-                Err(Status::unavailable(e.to_string()))
-            }
-        }
+        super::grpc::answer(&self.ingest, started, result, response, "logs")
     }
 }
 
