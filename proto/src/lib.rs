@@ -8,8 +8,12 @@
 //! - [`exposition`]: Prometheus's text exposition formats — classic 0.0.4 and
 //!   OpenMetrics 1.0 (with counters' `_created` lines) — written from metric families.
 //! - [`logs`]: how a log line travels as an OTLP log record (attribute keys).
+//! - [`control`]: the control channel's messages (recovery actions and their reports).
+//! - [`actions`]: the recovery audit as `/api/v1/actions` answers it.
 
+pub mod actions;
 pub mod config;
+pub mod control;
 pub mod exposition;
 pub mod logs;
 pub mod metrics;
