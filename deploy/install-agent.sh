@@ -23,6 +23,10 @@ usage: $PROG [options]
   --token-file PATH   bearer token for the collector -> /etc/vigil/agent.token
   --ca-file PATH      CA of the collector's certificate -> /etc/vigil/collector-ca.pem
   --require-gpu       fail when no NVIDIA driver is found (default: warn)
+  --recovery          turn on auto-recovery: /etc/vigil/recovery.d (root, 0755)
+                      with the example scripts of deploy/recovery/, and the unit
+                      drop-in vigil-agent.service.d/recovery.conf, which runs the
+                      agent as root with --recovery-dir (read it first)
 $(common_usage)
 USAGE
 }
@@ -34,6 +38,7 @@ COLLECTOR=
 TOKEN_FILE=
 CA_FILE=
 REQUIRE_GPU=0
+RECOVERY=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--binary) BINARY=${2:?--binary needs a path}; shift ;;
@@ -43,6 +48,7 @@ while [ $# -gt 0 ]; do
 	--token-file) TOKEN_FILE=${2:?--token-file needs a path}; shift ;;
 	--ca-file) CA_FILE=${2:?--ca-file needs a path}; shift ;;
 	--require-gpu) REQUIRE_GPU=1 ;;
+	--recovery) RECOVERY=1 ;;
 	--root) ROOT=${2:?--root needs a directory}; shift ;;
 	--dry-run) DRY_RUN=1 ;;
 	--uninstall) UNINSTALL=1 ;;
@@ -65,11 +71,16 @@ CONF_PATH=/etc/vigil/agent.toml
 TOKEN_PATH=/etc/vigil/agent.token
 CA_PATH=/etc/vigil/collector-ca.pem
 UNIT_PATH=/etc/systemd/system/$UNIT
+DROP_IN_PATH=/etc/systemd/system/$UNIT.d/recovery.conf
+RECOVERY_DIR=/etc/vigil/recovery.d
 STATE_DIR=/var/lib/vigil-agent
 
 if [ "$UNINSTALL" = 1 ]; then
-	uninstall "$UNIT" "$UNIT_PATH" "$BIN_PATH" vigil-agent "$CONF_PATH, tokens and $STATE_DIR" \
-		"$CONF_PATH" "$TOKEN_PATH" "$CA_PATH" "$STATE_DIR"
+	# The drop-in goes with the unit it changes; the recovery scripts are kept.
+	remove_path "$DROP_IN_PATH"
+	[ "$DRY_RUN" = 1 ] || rmdir "$(rooted "$(dirname "$DROP_IN_PATH")")" 2>/dev/null || true
+	uninstall "$UNIT" "$UNIT_PATH" "$BIN_PATH" vigil-agent "$CONF_PATH, tokens, $RECOVERY_DIR and $STATE_DIR" \
+		"$CONF_PATH" "$TOKEN_PATH" "$CA_PATH" "$STATE_DIR" "$RECOVERY_DIR"
 fi
 
 # The NVIDIA driver: the kernel module's version file, the NVML library, the
@@ -139,6 +150,22 @@ else
 fi
 
 install_file "$HERE/systemd/$UNIT" "$UNIT_PATH" 0644
+if [ "$RECOVERY" = 1 ]; then
+	# The agent refuses a recovery directory or script that anyone but root (or
+	# its own user) may write: root:root, 0755, each script 0755.
+	if [ "$DRY_RUN" = 1 ]; then
+		say "would create $RECOVERY_DIR (mode 0755)"
+	else
+		mkdir -p "$(rooted "$RECOVERY_DIR")"
+		chmod 0755 "$(rooted "$RECOVERY_DIR")"
+		if live; then chown root:root "$RECOVERY_DIR"; fi
+	fi
+	for script in "$HERE"/recovery/*; do
+		case $script in *.md) continue ;; esac
+		install_file "$script" "$RECOVERY_DIR/$(basename "$script")" 0755 root:root
+	done
+	install_file "$HERE/systemd/vigil-agent-recovery.conf" "$DROP_IN_PATH" 0644
+fi
 systemd_enable "$UNIT"
 if [ "$DRY_RUN" = 1 ]; then
 	say "dry run: nothing was changed"

@@ -37,6 +37,7 @@ pub struct AgentConfig {
     pub gpu: GpuConfig,
     pub shipper: ShipperConfig,
     pub logs: LogsConfig,
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for AgentConfig {
@@ -54,6 +55,7 @@ impl Default for AgentConfig {
             gpu: GpuConfig::default(),
             shipper: ShipperConfig::default(),
             logs: LogsConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -326,6 +328,77 @@ impl LogsConfig {
     }
 }
 
+/// Recovery scripts the collector may ask this node to run (issue 7). Off while `dir` is
+/// empty: every action is then refused.
+///
+/// Only executables in `dir` run, and only when the directory and the file are owned by
+/// root or by the agent's user and writable by nobody else; an action names a file, never
+/// a command. Each run is journalled under `<state_dir>/recovery/` before it starts, so an
+/// action runs at most once across reconnects and restarts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// The recovery directory (`--recovery-dir`), an absolute path; empty: recovery off.
+    pub dir: PathBuf,
+    /// Seconds a script may run when the action gives no time limit (its
+    /// `timeout_secs` is 0).
+    pub default_timeout_secs: u32,
+    /// The most seconds any script may run, whatever the action asks; past its limit a
+    /// script's process group gets SIGTERM, then SIGKILL 5 s later.
+    pub max_timeout_secs: u32,
+    /// Bytes of a script's stdout and stderr shipped as log records per action; the rest
+    /// is dropped, and a last record says how much.
+    pub max_output_bytes: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            default_timeout_secs: 300,
+            max_timeout_secs: 600,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if !self.dir.as_os_str().is_empty() && !self.dir.is_absolute() {
+            return invalid(
+                "recovery.dir",
+                format!("must be an absolute path, got {:?}", self.dir),
+            );
+        }
+        if self.max_timeout_secs == 0 {
+            return invalid(
+                "recovery.max_timeout_secs",
+                "must be a positive number of seconds".to_owned(),
+            );
+        }
+        if self.default_timeout_secs == 0 || self.default_timeout_secs > self.max_timeout_secs {
+            return invalid(
+                "recovery.default_timeout_secs",
+                format!(
+                    "must be between 1 and recovery.max_timeout_secs ({}), got {}",
+                    self.max_timeout_secs, self.default_timeout_secs
+                ),
+            );
+        }
+        if !(1024..=64 << 20).contains(&self.max_output_bytes) {
+            return invalid(
+                "recovery.max_output_bytes",
+                format!(
+                    "must be between 1024 and 67108864, got {}",
+                    self.max_output_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -402,7 +475,8 @@ impl AgentConfig {
             })?;
         }
         self.shipper.validate()?;
-        self.logs.validate()
+        self.logs.validate()?;
+        self.recovery.validate()
     }
 
     /// The node name to report: the configured one, else the host name.
@@ -473,6 +547,16 @@ mod tests {
             }),
             ("logs.rescan_interval_secs:", |c| {
                 c.logs.rescan_interval_secs = 0.0
+            }),
+            ("recovery.dir:", |c| c.recovery.dir = "recovery.d".into()),
+            ("recovery.default_timeout_secs:", |c| {
+                c.recovery.default_timeout_secs = 900
+            }),
+            ("recovery.max_timeout_secs:", |c| {
+                c.recovery.max_timeout_secs = 0
+            }),
+            ("recovery.max_output_bytes:", |c| {
+                c.recovery.max_output_bytes = 0
             }),
         ] {
             let mut c = AgentConfig::default();

@@ -12,12 +12,16 @@
 //!   collector, when `[shipper] collector` is set.
 //! - [`logs`]: tailed files and the kernel log as OTLP log records into the same spool,
 //!   with NVRM Xid lines counted alongside NVML's Xid events.
+//! - [`recovery`]: the recovery runner: the collector's actions run as executables of
+//!   the recovery directory, at most once (journalled), their output shipped as logs.
 //! - [`run`]: wires them together until the shutdown future resolves.
 
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod logs;
+pub mod recovery;
 pub mod ship;
 pub mod sources;
 
@@ -41,6 +45,8 @@ pub enum AgentError {
     Gpu(String),
     #[error("shipping: {0}")]
     Ship(#[from] ship::ShipError),
+    #[error("recovery: {0}")]
+    Recovery(#[from] recovery::RecoveryError),
 }
 
 /// Logs to stderr at `info`, or as `RUST_LOG` says; for the binaries that run the agent
@@ -86,7 +92,29 @@ pub async fn run(
         shipper.as_ref().map(|s| s.log_output()),
         gpu_xids,
     ));
-    let first = collect(&collector, shipper.as_deref(), &logs).await;
+    // The recovery runner and the control channel, when shipping to a collector: with
+    // no recovery directory every action is refused, and the collector hears why at
+    // once rather than waiting for an agent that will never run it.
+    let mut runner = None;
+    let mut control = None;
+    if let Some(shipper) = &shipper {
+        let (rc, state_dir, node, out) = (
+            config.recovery.clone(),
+            config.state_dir.clone(),
+            node_name.clone(),
+            shipper.log_output(),
+        );
+        let r = tokio::task::spawn_blocking(move || {
+            recovery::Recovery::open(&rc, &state_dir, &node, Some(out))
+        })
+        .await
+        .map_err(|e| AgentError::Ship(ship::ShipError::Task(e.to_string())))??;
+        r.set_interval_secs(config.interval_secs);
+        let r = Arc::new(r);
+        control = control::Control::start(&config, &node_name, Arc::clone(&r))?;
+        runner = Some(r);
+    }
+    let first = collect(&collector, shipper.as_deref(), &logs, runner.as_deref()).await;
     let (snapshot_tx, snapshot_rx) = watch::channel(first);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -94,6 +122,7 @@ pub async fn run(
     let loop_collector = Arc::clone(&collector);
     let loop_shipper = shipper.clone();
     let loop_logs = Arc::clone(&logs);
+    let loop_runner = runner.clone();
     let collect_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -102,7 +131,7 @@ pub async fn run(
             tokio::select! {
                 _ = ticker.tick() => {
                     let snapshot =
-                        collect(&loop_collector, loop_shipper.as_deref(), &loop_logs).await;
+                        collect(&loop_collector, loop_shipper.as_deref(), &loop_logs, loop_runner.as_deref()).await;
                     snapshot_tx.send_replace(snapshot);
                 }
                 _ = stop_rx.changed() => break,
@@ -115,6 +144,12 @@ pub async fn run(
     let served = http::serve(listener, snapshot_rx, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = collect_task.await;
+    if let Some(control) = control {
+        control.shutdown().await;
+    }
+    // The runner's worker finishes the action it runs (its output reaches the spool)
+    // before the spool's writer stops.
+    drop(runner);
     // The log readers spool what they have read before the spool's writer stops.
     if let Some(logs) = Arc::into_inner(logs) {
         logs.shutdown().await;
@@ -131,9 +166,13 @@ async fn collect(
     collector: &collect::Collector,
     shipper: Option<&ship::Shipper>,
     logs: &logs::Logs,
+    runner: Option<&recovery::Recovery>,
 ) -> Arc<collect::Snapshot> {
     let snapshot = collector.collect_once().await;
     let mut extra = logs.families();
+    if let Some(runner) = runner {
+        extra.extend(runner.families());
+    }
     let Some(shipper) = shipper else {
         return Arc::new(snapshot.extended(extra));
     };

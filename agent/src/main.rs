@@ -67,6 +67,10 @@ struct Flags {
     /// off [default: /dev/kmsg].
     #[arg(long, value_name = "PATH")]
     kmsg: Option<String>,
+    /// Directory of the recovery scripts the collector may ask this node to run; absent:
+    /// recovery off.
+    #[arg(long, value_name = "DIR")]
+    recovery_dir: Option<PathBuf>,
 }
 
 impl Flags {
@@ -124,6 +128,9 @@ impl Flags {
         }
         if let Some(v) = self.kmsg {
             config.logs.kmsg = PathBuf::from(v);
+        }
+        if let Some(v) = self.recovery_dir {
+            config.recovery.dir = v;
         }
         config.validate()?;
         Ok(config)

@@ -49,6 +49,8 @@ pub const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/silences"),
     ("DELETE", "/api/v1/silences/{id}"),
     ("POST", "/api/v1/actions/{id}/approve"),
+    ("POST", "/api/v1/actions/{id}/reject"),
+    ("POST", "/api/v1/actions/kill-switch"),
 ];
 
 /// POST routes that only read: Prometheus's API accepts its parameters as form bodies.

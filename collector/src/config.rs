@@ -55,6 +55,8 @@ pub struct CollectorConfig {
     pub query: QueryConfig,
     pub alerting: AlertingConfig,
     pub logs: LogsConfig,
+    /// The remediation policy: guardrails of the recovery actions.
+    pub recovery: crate::recovery::config::RecoveryConfig,
 }
 
 impl Default for CollectorConfig {
@@ -78,6 +80,7 @@ impl Default for CollectorConfig {
             query: QueryConfig::default(),
             alerting: AlertingConfig::default(),
             logs: LogsConfig::default(),
+            recovery: crate::recovery::config::RecoveryConfig::default(),
         }
     }
 }
@@ -254,6 +257,9 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    /// A key whose name is built from the file (`recovery.scripts.<name>.*`).
+    #[error("{key}: {message}")]
+    InvalidKey { key: String, message: String },
 }
 
 impl CollectorConfig {
@@ -289,6 +295,9 @@ impl CollectorConfig {
             }
         };
         positive("retention_hours", self.retention_hours)?;
+        if let Some((key, message)) = self.recovery.problems().into_iter().next() {
+            return Err(ConfigError::InvalidKey { key, message });
+        }
         positive("query.timeout_secs", self.query.timeout_secs)?;
         positive("query.lookback_delta_secs", self.query.lookback_delta_secs)?;
         positive(

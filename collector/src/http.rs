@@ -76,6 +76,8 @@ pub struct AppState {
     notifier: Option<Arc<crate::notify::dispatch::Notifier>>,
     /// The log index: `/api/v1/logs/*`.
     logs: OnceLock<Arc<crate::index::LogIndex>>,
+    /// The remediation policy: `/api/v1/actions`.
+    recovery: OnceLock<Arc<crate::recovery::Remediation>>,
 }
 
 impl AppState {
@@ -90,7 +92,17 @@ impl AppState {
             api_auth: Arc::new(ApiAuth::open()),
             notifier: None,
             logs: OnceLock::new(),
+            recovery: OnceLock::new(),
         }
+    }
+
+    /// Serves the recovery audit and its operator requests from now on.
+    pub fn set_recovery(&self, recovery: Arc<crate::recovery::Remediation>) {
+        let _ = self.recovery.set(recovery);
+    }
+
+    pub fn recovery(&self) -> Option<Arc<crate::recovery::Remediation>> {
+        self.recovery.get().cloned()
     }
 
     /// Serves log search and tail from now on.
@@ -165,6 +177,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .merge(api::routes())
         .merge(crate::alerting::api::routes())
+        .merge(crate::recovery::api::routes())
         .merge(
             state
                 .notifier

@@ -34,6 +34,7 @@ pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod notify;
+pub mod recovery;
 pub mod registry;
 pub mod store;
 pub mod timefmt;
@@ -91,6 +92,8 @@ pub enum CollectorError {
     History(#[from] alerting::HistoryError),
     #[error("{0}")]
     Notifier(String),
+    #[error(transparent)]
+    Recovery(#[from] recovery::journal::JournalError),
     #[error("opening the fleet registry: {0}")]
     Registry(#[from] registry::RegistryError),
     #[error("opening the store in {path}: {source}")]
@@ -301,13 +304,31 @@ pub async fn run_with(
             ..IngestOptions::default()
         },
     ));
+    let external_url = alerting_opts.group.external_url.clone();
     let evaluator = alerting::Evaluator::new(
         alerting_opts,
         Arc::clone(&store),
         Arc::clone(&history),
-        alert_sink,
+        alert_sink.clone(),
         rule_groups,
     );
+    let remediation = match recovery::Remediation::open(
+        config.recovery.clone(),
+        &config.data_dir,
+        alert_sink,
+        Some(Arc::clone(&registry) as Arc<dyn recovery::FleetSize>),
+        external_url,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            stop_tx.send_replace(true);
+            while servers.join_next().await.is_some() {}
+            return Err(CollectorError::Recovery(e));
+        }
+    };
+    evaluator.set_recovery(Arc::clone(&remediation));
+    state.set_recovery(Arc::clone(&remediation));
+    state.add_metric_source(Arc::clone(&remediation) as Arc<dyn http::MetricSource>);
     state.add_metric_source(Arc::clone(&evaluator) as Arc<dyn http::MetricSource>);
     state.set_alerting(Arc::clone(&evaluator));
     state.add_metric_source(Arc::clone(&ingest) as Arc<dyn http::MetricSource>);
@@ -319,10 +340,11 @@ pub async fn run_with(
     {
         let (ingest, stop) = (Arc::clone(&ingest), stopped(stop_rx.clone()));
         let listener = tls::Incoming::new(listeners.otlp_grpc, server_tls.as_ref(), tls::Alpn::H2);
+        let control = recovery::control::ControlServer::new(Arc::clone(&remediation));
         servers.spawn(async move {
             (
                 "otlp grpc",
-                ingest::grpc::serve(listener, ingest, stop).await,
+                ingest::grpc::serve_with_control(listener, ingest, Some(control), stop).await,
             )
         });
     }
@@ -348,6 +370,7 @@ pub async fn run_with(
         options.reload_rules.unwrap_or_default(),
         stopped(stop_rx.clone()),
     ));
+    let housekeeping = tokio::spawn(Arc::clone(&remediation).run(stopped(stop_rx.clone())));
     let maintenance = tokio::spawn(maintain(Arc::clone(&store), stopped(stop_rx.clone())));
     let node_up = tokio::spawn(write_node_up(
         Arc::clone(&registry),
@@ -391,6 +414,7 @@ pub async fn run_with(
     }
     maintenance.await?;
     node_up.await?;
+    housekeeping.await?;
     let final_store = Arc::clone(&store);
     tokio::task::spawn_blocking(move || {
         // What the log index has queued is committed before the store's last sync.

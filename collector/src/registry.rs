@@ -232,6 +232,11 @@ impl Registry {
         })
     }
 
+    /// How many nodes the registry knows.
+    pub fn node_count(&self) -> usize {
+        lock(&self.inner).nodes.len()
+    }
+
     /// Records a snapshot from a node, seen now.
     pub fn observe(&self, obs: NodeObservation) {
         self.observe_at(obs, now_ms());

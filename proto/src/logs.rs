@@ -46,3 +46,13 @@ pub const NVIDIA_GPU: &str = "nvidia.gpu";
 pub const NVIDIA_GPU_UUID: &str = "nvidia.gpu_uuid";
 /// String, the driver's message after the code (the text an operator reads).
 pub const NVIDIA_MESSAGE: &str = "nvidia.message";
+/// String, which of a recovery script's streams the line came from: "stdout" or
+/// "stderr" (its closing record, written by the agent, has none).
+pub const RECOVERY_STREAM: &str = "vigil.recovery.stream";
+/// String, the recovery script's name (a plain file name in the agent's recovery
+/// directory).
+pub const RECOVERY_SCRIPT: &str = "vigil.recovery.script";
+/// String, the id of the action the recovery script ran for.
+pub const RECOVERY_ACTION_ID: &str = "vigil.recovery.action_id";
+/// The prefix of [`SOURCE`] for a recovery script's output: `recovery:<action id>`.
+pub const SOURCE_RECOVERY_PREFIX: &str = "recovery:";

@@ -182,8 +182,8 @@ fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         node_row(s, NODE).is_some()
     })?;
 
-    // The logs view: a query for the file's line, then the live tail.
-    tmux.keys(&["4"])?;
+    // The logs view (the fifth tab): a query for the file's line, then the live tail.
+    tmux.keys(&["5"])?;
     tmux.wait_screen("the logs view", Duration::from_secs(5), |s| {
         s.contains(" query ") && s.contains("LINE")
     })?;

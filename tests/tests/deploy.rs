@@ -385,6 +385,78 @@ fn systemd_accepts_both_units_and_rates_them_hardened() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--recovery`: the recovery directory with the example scripts, modes the agent
+/// accepts, the drop-in; idempotent; `--uninstall` takes the drop-in away with the unit
+/// and keeps the scripts.
+#[test]
+fn install_agent_with_recovery_sets_up_the_directory_and_the_drop_in() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let r = root.path();
+    let src = tempfile::tempdir()?;
+    let bin = stripped("vigil-agent", src.path())?;
+    let (ok, out) = install_agent(r, &bin, &["--recovery", "--no-start"])?;
+    ensure!(ok, "install failed:\n{out}");
+    let dir = r.join("etc/vigil/recovery.d");
+    ensure!(mode(&dir)? == 0o755, "recovery.d mode {:o}", mode(&dir)?);
+    for script in ["reset-gpu", "restart-service", "drain-node"] {
+        let installed = dir.join(script);
+        ensure!(mode(&installed)? == 0o755, "{script} mode");
+        ensure!(
+            std::fs::read(&installed)?
+                == std::fs::read(deploy_dir().join("recovery").join(script))?
+        );
+    }
+    ensure!(!dir.join("README.md").exists());
+    let drop_in = r.join("etc/systemd/system/vigil-agent.service.d/recovery.conf");
+    ensure!(
+        std::fs::read_to_string(&drop_in)?
+            == std::fs::read_to_string(deploy_dir().join("systemd/vigil-agent-recovery.conf"))?
+    );
+    let (ok, out) = install_agent(r, &bin, &["--recovery", "--no-start"])?;
+    ensure!(
+        ok && !out.contains("installed /"),
+        "second run changed something:\n{out}"
+    );
+    let (ok, out) = install_agent(r, &bin, &["--uninstall"])?;
+    ensure!(ok, "uninstall failed:\n{out}");
+    ensure!(!drop_in.exists(), "the drop-in outlived its unit");
+    ensure!(
+        dir.join("reset-gpu").exists(),
+        "the scripts went without --purge"
+    );
+    Ok(())
+}
+
+/// The recovery drop-in, applied to the agent's unit as systemd would (its lines after
+/// the unit's, `ExecStart=` emptied first), still verifies clean and stays hardened.
+#[test]
+fn systemd_accepts_the_agent_with_its_recovery_drop_in() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = binary("vigil-agent")?;
+    let path = unit_copy(dir.path(), "vigil-agent.service", &bin)?;
+    let drop_in = std::fs::read_to_string(deploy_dir().join("systemd/vigil-agent-recovery.conf"))?;
+    ensure!(drop_in.contains("--recovery-dir /etc/vigil/recovery.d"));
+    let drop_in = drop_in.replace("/usr/local/bin/vigil-agent", &bin.display().to_string());
+    let mut unit = std::fs::read_to_string(&path)?;
+    unit.push('\n');
+    unit.push_str(&drop_in);
+    std::fs::write(&path, unit)?;
+    let (ok, out) = run(Command::new("systemd-analyze").arg("verify").arg(&path))?;
+    ensure!(
+        ok && out.trim().is_empty(),
+        "systemd-analyze verify with the recovery drop-in:\n{out}"
+    );
+    // Root with three capabilities costs some exposure; the rest of the sandbox holds.
+    let (ok, out) = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=45", "--no-pager"])
+        .arg(&path))?;
+    ensure!(
+        ok,
+        "the agent with the recovery drop-in is above 4.5:\n{out}"
+    );
+    Ok(())
+}
+
 #[test]
 fn prometheus_accepts_the_collector_scrape_snippet_with_real_files() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -4,12 +4,16 @@
 //! the demo's receiver listen; a simulated node serves eight GPUs; within 60 s of the
 //! start the collector's API shows a firing alert of a demo node (the fault injector's
 //! first fault) and the notifier has recorded a notification delivered to the demo's
-//! receiver; everything runs in the one process; SIGINT stops it with exit status 0
+//! receiver; the first fault (a double-bit ECC error) is repaired within 60 s too: the
+//! collector sends the demo's `reset-gpu` to the node's agent, which runs it, its
+//! output is searchable, the fault injector resets the simulated GPU and the alert
+//! resolves; everything runs in the one process; SIGINT stops it with exit status 0
 //! within seconds and nothing listens afterwards.
 //!
 //! In a terminal (a 120×40 tmux pane on a private socket, killed when the test ends):
 //! the dashboard opens on the demo fleet, shows the firing alert within 60 s on the
-//! fleet and in the alerts view, and `q` stops everything with exit status 0 and the
+//! fleet and in the alerts view and the finished recovery in the actions view, and `q`
+//! stops everything with exit status 0 and the
 //! terminal given back.
 
 use std::collections::BTreeMap;
@@ -23,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 use vigil_e2e::alerting::peers_present;
-use vigil_e2e::collector::{TestDir, api_data, wait_for};
+use vigil_e2e::collector::{TestDir, api_data, url_encode, wait_for};
 use vigil_e2e::tmux::{self, Tmux};
 use vigil_e2e::{ChildGuard, binary, http_get};
 
@@ -215,6 +219,65 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
         "the injected fault was not announced"
     );
 
+    // The first fault, a double-bit ECC error, is repaired: the collector decided to
+    // run reset-gpu on its node, the agent ran it, the injector reset the GPU.
+    let left = ALERT_WITHIN.saturating_sub(started.elapsed());
+    let action = wait_for(left, "a finished recovery on a demo node", || {
+        let data = api(api_addr, "/api/v1/actions")?;
+        Ok(data["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["script"] == "reset-gpu" && a["state"] == "succeeded")
+            .cloned())
+    })?;
+    ensure!(
+        action["alertname"] == "GpuEccDoubleBitError" && action["exit_code"] == 0,
+        "{action}"
+    );
+    let (node, gpu) = (
+        action["node"].as_str().context("action without a node")?,
+        action["args"]["gpu"]
+            .as_str()
+            .context("action without a gpu")?,
+    );
+    printed.until(
+        &format!("demo recovery: reset-gpu reset {node} GPU {gpu}"),
+        Instant::now() + Duration::from_secs(10),
+    )?;
+    let id = action["id"].as_str().context("action without an id")?;
+    let query = url_encode(&format!("source:\"recovery:{id}\""));
+    wait_for(
+        Duration::from_secs(10),
+        "the script's output in the logs",
+        || {
+            let data = api(api_addr, &format!("/api/v1/logs/search?q={query}"))?;
+            Ok(data["hits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|h| {
+                    h["body"].as_str().is_some_and(|b| {
+                        b.contains(&format!("resetting simulated GPU {gpu} of {node}"))
+                    })
+                })
+                .then_some(()))
+        },
+    )?;
+    wait_for(
+        Duration::from_secs(30),
+        "the repaired alert to resolve",
+        || {
+            let data = api(api_addr, "/api/v1/alerts")?;
+            let still = data["alerts"].as_array().into_iter().flatten().any(|a| {
+                a["labels"]["alertname"] == "GpuEccDoubleBitError"
+                    && a["labels"]["node"] == node
+                    && a["labels"]["gpu"] == gpu
+            });
+            Ok((!still).then_some(()))
+        },
+    )?;
+
     // Collector and agents are in this one process: no child processes to leave behind.
     let children = std::fs::read_dir(format!("/proc/{pid}/task"))?
         .filter_map(Result::ok)
@@ -258,7 +321,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
 }
 
 #[test]
-fn vigil_up_demo_in_tmux_shows_a_firing_alert_and_quits_cleanly() -> anyhow::Result<()> {
+fn vigil_up_demo_in_tmux_shows_an_alert_and_its_recovery_and_quits_cleanly() -> anyhow::Result<()> {
     if !peers_present(&[("tmux", tmux::present())])? {
         return Ok(());
     }
@@ -301,6 +364,14 @@ fn in_tmux(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("no {FIRST_ALERT} line of a demo node:\n{screen}"))?;
     ensure!(line.starts_with("firing"), "not firing: {line:?}");
 
+    // The actions view: the first fault's repair, finished, within the same minute.
+    tmux.keys(&["4"])?;
+    let left = ALERT_WITHIN.saturating_sub(started.elapsed());
+    tmux.wait_screen("a finished recovery in the actions view", left, |s| {
+        s.lines()
+            .any(|l| l.contains("reset-gpu") && l.contains("demo-node-") && l.contains("succeeded"))
+    })?;
+
     tmux.keys(&["q"])?;
     let screen = tmux.wait_screen("vigil up to exit", STOP_WITHIN, |s| {
         s.contains("vigil up exited with")
@@ -314,7 +385,7 @@ fn in_tmux(dir: &Path) -> anyhow::Result<()> {
         "the dashboard is still on screen (alternate screen not left):\n{screen}"
     );
     eprintln!(
-        "vigil up --demo in tmux: {FIRST_ALERT} on screen and quit; {:?} in all",
+        "vigil up --demo in tmux: {FIRST_ALERT} and its recovery on screen and quit; {:?} in all",
         started.elapsed()
     );
     Ok(())

@@ -78,6 +78,7 @@ fn snapshot() -> Snapshot {
         nodes,
         alerts,
         detail: None,
+        recovery: Default::default(),
         errors: Vec::new(),
     }
 }

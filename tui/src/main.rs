@@ -1,7 +1,8 @@
 //! `vigil`: the operator's command.
 //!
 //! Subcommands: `up`, `promql-test FILE...`, `rules check FILE...`, `rules test FILE...`,
-//! `dash`, `alerts [history]`, `logs search|tail`, `silence add|list|expire` (the collector's HTTP API;
+//! `dash`, `alerts [history]`, `actions [show|approve|reject|kill-switch]`, `logs search|tail`,
+//! `silence add|list|expire` (the collector's HTTP API;
 //! [`client`]).
 //!
 //! The subcommands live in the `vigil_tui` library (`lib.rs`), so that tests and
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use vigil_tui::{alerts, client, dash, logs, silence, up};
+use vigil_tui::{actions, alerts, client, dash, logs, silence, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +46,16 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         command: Option<alerts::AlertsCommand>,
+        #[command(flatten)]
+        collector: client::CollectorArgs,
+    },
+    /// The recovery audit (newest first): what the collector decided to run for which
+    /// alert, and how it went; approve or reject an action, flip the kill switch.
+    Actions {
+        #[command(subcommand)]
+        command: Option<actions::ActionsCommand>,
+        #[command(flatten)]
+        list: actions::ListArgs,
         #[command(flatten)]
         collector: client::CollectorArgs,
     },
@@ -113,6 +124,11 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Actions {
+            command,
+            list,
+            collector,
+        } => api_command(async move { actions::run(&collector, command.as_ref(), &list).await }),
         Command::Dash { collector } => api_command(dash::run(collector)),
         Command::Logs { command, collector } => api_command(async move {
             match command {

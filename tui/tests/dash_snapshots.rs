@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use vigil_proto::actions::{Action as RecoveryAction, ActionState, Decision, KillSwitch};
 use vigil_tui::dash::logs::{LogPage, LogRecord, LogsAnswer};
 use vigil_tui::dash::model::{
     Alert, AlertState, Filesystem, GpuDetail, GpuHistory, GpuRow, HostStats, Network, NodeDetail,
-    NodeRow, Snapshot, XidEvent,
+    NodeRow, Recovery, Snapshot, XidEvent,
 };
 use vigil_tui::dash::render;
 use vigil_tui::dash::state::{Action, Link, State, View, update};
@@ -241,7 +242,126 @@ fn snapshot() -> Snapshot {
         nodes,
         alerts,
         detail: Some(detail),
+        recovery: recovery(),
         errors: Vec::new(),
+    }
+}
+
+/// An RFC 3339 time `secs` before [`now`].
+fn at(secs: i64) -> String {
+    (now() - Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn recovery_action(
+    id: &str,
+    node: &str,
+    script: &str,
+    alertname: &str,
+    state: ActionState,
+    secs_ago: i64,
+) -> RecoveryAction {
+    RecoveryAction {
+        id: id.to_owned(),
+        node: node.to_owned(),
+        script: script.to_owned(),
+        alertname: alertname.to_owned(),
+        labels: labels(&[("alertname", alertname), ("gpu", "5"), ("node", node)]),
+        args: labels(&[("gpu", "5")]),
+        decision: Decision::Run,
+        state,
+        reason: "first attempt within 1h".to_owned(),
+        attempt: 1,
+        created_at: at(secs_ago),
+        updated_at: at(secs_ago),
+        approved_by: None,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        message: String::new(),
+        logs_query: String::new(),
+    }
+}
+
+/// Newest first, one of each kind of outcome.
+fn recovery() -> Recovery {
+    let mut waiting = recovery_action(
+        "7f3a1c00-5b1e-4a8e-9d51-0f6b2a7c9e11",
+        "gpu-node-03",
+        "reset-gpu",
+        "GpuFellOffBus",
+        ActionState::AwaitingApproval,
+        60,
+    );
+    waiting.decision = Decision::AwaitApproval;
+    waiting.reason = "reset-gpu needs approval (mode = approval)".to_owned();
+    let mut running = recovery_action(
+        "2b9d0e17-1111-4a8e-9d51-0f6b2a7c9e11",
+        "gpu-node-02",
+        "restart-fabricmanager",
+        "NvlinkDown",
+        ActionState::Running,
+        95,
+    );
+    running.started_at = Some(at(90));
+    let mut succeeded = recovery_action(
+        "c41f5a22-2222-4a8e-9d51-0f6b2a7c9e11",
+        "gpu-node-01",
+        "reset-gpu",
+        "GpuFellOffBus",
+        ActionState::Succeeded,
+        1200,
+    );
+    succeeded.started_at = Some(at(1198));
+    succeeded.finished_at = Some(at(1186));
+    succeeded.exit_code = Some(0);
+    succeeded.approved_by = Some("alice".to_owned());
+    let mut failed = recovery_action(
+        "e0a7b933-3333-4a8e-9d51-0f6b2a7c9e11",
+        "gpu-node-04",
+        "reset-gpu",
+        "GpuFellOffBus",
+        ActionState::Failed,
+        2400,
+    );
+    failed.started_at = Some(at(2398));
+    failed.finished_at = Some(at(2390));
+    failed.exit_code = Some(3);
+    failed.message = "nvidia-smi -r: GPU 5 is in use by 2 processes".to_owned();
+    let mut refused = recovery_action(
+        "5d6e7f44-4444-4a8e-9d51-0f6b2a7c9e11",
+        "gpu-node-10",
+        "clear-ecc",
+        "GpuEccDoubleBit",
+        ActionState::Refused,
+        3000,
+    );
+    refused.message = "clear-ecc is not in /etc/vigil/recovery.d".to_owned();
+    let mut skipped = recovery_action(
+        "a1b2c3d4-5555-4a8e-9d51-0f6b2a7c9e11",
+        "gpu-node-03",
+        "reset-gpu",
+        "GpuFellOffBus",
+        ActionState::Recorded,
+        3300,
+    );
+    skipped.decision = Decision::SkipCooldown;
+    skipped.reason = "cooldown: reset-gpu ran on gpu-node-03 4m ago".to_owned();
+    let mut lost = recovery_action(
+        "0f0e0d55-6666-4a8e-9d51-0f6b2a7c9e11",
+        "gpu-node-04",
+        "drain-node",
+        "VigilNodeDown",
+        ActionState::Lost,
+        3500,
+    );
+    lost.timed_out = true;
+    lost.message = "the agent restarted while it ran".to_owned();
+    Recovery {
+        kill_switch: KillSwitch::default(),
+        actions: vec![waiting, running, succeeded, failed, refused, skipped, lost],
+        unsupported: false,
     }
 }
 
@@ -316,6 +436,64 @@ fn silence_prompt() {
     check("silence_prompt", |s| {
         update(s, Action::GoTo(View::Alerts));
         update(s, Action::StartSilence);
+    });
+}
+
+#[test]
+fn actions_view() {
+    check("actions", |s| {
+        update(s, Action::GoTo(View::Actions));
+    });
+}
+
+#[test]
+fn actions_with_the_kill_switch_engaged() {
+    check("actions_kill_switch", |s| {
+        let mut snapshot = s.data.clone();
+        snapshot.recovery.kill_switch = KillSwitch {
+            engaged: true,
+            by: "alice".to_owned(),
+            reason: "driver rollout on the whole fleet".to_owned(),
+            since: Some(at(1200)),
+        };
+        update(s, Action::Fetched(Box::new(snapshot)));
+        update(s, Action::GoTo(View::Actions));
+        // The failed one's details.
+        update(s, Action::Down);
+        update(s, Action::Down);
+        update(s, Action::Down);
+    });
+}
+
+#[test]
+fn approve_prompt() {
+    check("approve_prompt", |s| {
+        update(s, Action::GoTo(View::Actions));
+        update(s, Action::AskApprove);
+    });
+}
+
+#[test]
+fn kill_switch_prompt() {
+    check("kill_switch_prompt", |s| {
+        update(s, Action::GoTo(View::Actions));
+        update(s, Action::AskKillSwitch);
+        for c in "rollout".chars() {
+            update(s, Action::PromptChar(c));
+        }
+    });
+}
+
+#[test]
+fn actions_without_the_endpoint() {
+    check("actions_unsupported", |s| {
+        let mut snapshot = s.data.clone();
+        snapshot.recovery = Recovery {
+            unsupported: true,
+            ..Recovery::default()
+        };
+        update(s, Action::Fetched(Box::new(snapshot)));
+        update(s, Action::GoTo(View::Actions));
     });
 }
 
@@ -481,7 +659,7 @@ type Prepare = fn(&mut State);
 /// No screen panics or overflows on a terminal too small for it, nor on a huge one.
 #[test]
 fn every_screen_survives_any_size() {
-    let screens: [(&str, Prepare); 8] = [
+    let screens: [(&str, Prepare); 10] = [
         ("fleet", |_| {}),
         ("node", |s| {
             update(s, Action::Enter);
@@ -495,6 +673,13 @@ fn every_screen_survives_any_size() {
         }),
         ("help", |s| {
             update(s, Action::ToggleHelp);
+        }),
+        ("actions", |s| {
+            update(s, Action::GoTo(View::Actions));
+        }),
+        ("confirm", |s| {
+            update(s, Action::GoTo(View::Actions));
+            update(s, Action::AskKillSwitch);
         }),
         ("down", |s| {
             update(s, Action::FetchFailed("gone".into()));

@@ -7,10 +7,17 @@ use chrono::{DateTime, TimeZone as _, Utc};
 use crossterm::event::{
     Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
+use serde_json::json;
+use vigil_proto::actions::{
+    Action as RecoveryAction, ActionState, Decision, KillSwitch, KillSwitchRequest,
+};
 use vigil_tui::dash::keys::action_for;
 use vigil_tui::dash::logs::{LogPage, LogRecord, LogRequest, LogsAnswer, MAX_LINES};
 use vigil_tui::dash::model::{Alert, AlertState, GpuDetail, GpuRow, NodeDetail, NodeRow, Snapshot};
-use vigil_tui::dash::state::{Action, Effect, Link, Mode, SortKey, State, View, update};
+use vigil_tui::dash::recovery::{RecoveryAnswer, RecoveryOutcome};
+use vigil_tui::dash::state::{
+    Action, Confirm, Effect, Link, Mode, RecoveryRequest, SortKey, State, View, update,
+};
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
@@ -68,6 +75,7 @@ fn loaded() -> State {
         ],
         alerts: vec![firing("GpuFellOffBus", "gpu-10")],
         detail: None,
+        recovery: Default::default(),
         errors: Vec::new(),
     };
     update(&mut state, Action::Fetched(Box::new(snapshot)));
@@ -141,8 +149,8 @@ fn enter_opens_the_node_and_esc_comes_back() {
     let effect = update(&mut state, Action::Back);
     assert_eq!(effect, Some(Effect::Focus(None)));
     assert_eq!(state.view, View::Fleet);
-    // Tab: fleet, node (the selected node), alerts, logs (searched when first
-    // opened), fleet.
+    // Tab: fleet, node (the selected node), alerts, actions, logs (searched when
+    // first opened), fleet.
     assert_eq!(
         update(&mut state, Action::NextView),
         Some(Effect::Focus(Some("gpu-10".to_owned())))
@@ -152,6 +160,8 @@ fn enter_opens_the_node_and_esc_comes_back() {
         Some(Effect::Focus(None))
     );
     assert_eq!(state.view, View::Alerts);
+    assert_eq!(update(&mut state, Action::NextView), None);
+    assert_eq!(state.view, View::Actions);
     assert!(matches!(
         update(&mut state, Action::NextView),
         Some(Effect::Logs(_))
@@ -255,8 +265,12 @@ fn clicks_select_rows_and_tabs() {
     // A second click on the selected row opens it.
     let effect = update(&mut state, Action::Click(1));
     assert_eq!(effect, Some(Effect::Focus(Some("gpu-1".to_owned()))));
-    // " vigil " then " 1 Fleet (3) ", " 2 Node ", " 3 Alerts (1) ".
-    let x = " vigil  1 Fleet (3)   2 Node   3 Alerts".len() as u16 - 3;
+    // " vigil " then " 1 Fleet (3) ", " 2 Node ", " 3 Alerts (1) ", " 4 Actions (0) ".
+    let x = " vigil  1 Fleet (3)  2 Node  3 Alerts".len() as u16 - 3;
+    assert_eq!(
+        action_for(&click(x + 14, 0), &state),
+        Some(Action::GoTo(View::Actions))
+    );
     assert_eq!(
         action_for(&click(x, 0), &state),
         Some(Action::GoTo(View::Alerts))
@@ -354,7 +368,7 @@ fn answered(request: &LogRequest, records: Vec<LogRecord>) -> Action {
 fn the_logs_query_is_typed_and_run() {
     let mut state = loaded();
     assert_eq!(
-        action_for(&key(KeyCode::Char('4')), &state),
+        action_for(&key(KeyCode::Char('5')), &state),
         Some(Action::GoTo(View::Logs))
     );
     let first = log_request(update(&mut state, Action::GoTo(View::Logs)));
@@ -555,4 +569,300 @@ fn l_jumps_to_the_logs_of_an_alert_a_node_or_a_gpu() {
     assert!(log_request(effect).path.contains("&node=gpu-1&"));
     // In the logs view, `l` means nothing.
     assert_eq!(action_for(&key(KeyCode::Char('l')), &state), None);
+}
+
+const WAITING: &str = "7f3a1c00-5b1e-4a8e-9d51-0f6b2a7c9e11";
+const RUNNING: &str = "2b9d0e17-1111-4a8e-9d51-0f6b2a7c9e11";
+
+fn recovery_action(id: &str, node: &str, state: ActionState, secs_ago: i64) -> RecoveryAction {
+    let at = (now() - chrono::Duration::seconds(secs_ago))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    RecoveryAction {
+        id: id.to_owned(),
+        node: node.to_owned(),
+        script: "reset-gpu".to_owned(),
+        alertname: "GpuFellOffBus".to_owned(),
+        labels: BTreeMap::new(),
+        args: BTreeMap::new(),
+        decision: if state == ActionState::AwaitingApproval {
+            Decision::AwaitApproval
+        } else {
+            Decision::Run
+        },
+        state,
+        reason: String::new(),
+        attempt: 1,
+        created_at: at.clone(),
+        updated_at: at,
+        approved_by: None,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        message: String::new(),
+        logs_query: String::new(),
+    }
+}
+
+/// [`loaded`] with one action awaiting approval on gpu-10 and one running on gpu-1, in
+/// the actions view.
+fn with_actions() -> State {
+    let mut state = loaded();
+    let mut snapshot = state.data.clone();
+    snapshot.recovery.actions = vec![
+        recovery_action(WAITING, "gpu-10", ActionState::AwaitingApproval, 60),
+        recovery_action(RUNNING, "gpu-1", ActionState::Running, 120),
+    ];
+    update(&mut state, Action::Fetched(Box::new(snapshot)));
+    update(&mut state, Action::GoTo(View::Actions));
+    state
+}
+
+fn outcome(request: RecoveryRequest, result: Result<RecoveryAnswer, String>) -> Action {
+    Action::RecoveryAnswered(Box::new(RecoveryOutcome { request, result }))
+}
+
+#[test]
+fn approving_asks_first_and_posts_the_action_that_was_shown() {
+    let mut state = with_actions();
+    state.operator = "alice".to_owned();
+    assert_eq!(
+        action_for(&key(KeyCode::Char('a')), &state),
+        Some(Action::AskApprove)
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Char('x')), &state),
+        Some(Action::AskReject)
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Char('K')), &state),
+        Some(Action::AskKillSwitch)
+    );
+    assert_eq!(update(&mut state, Action::AskApprove), None);
+    let Mode::Confirm(prompt) = &state.mode else {
+        panic!("{:?}", state.mode)
+    };
+    assert!(matches!(&prompt.confirm, Confirm::Approve(a) if a.id == WAITING));
+    // y or Enter says yes, n or Esc no; other keys do nothing.
+    assert_eq!(
+        action_for(&key(KeyCode::Char('y')), &state),
+        Some(Action::Confirm)
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Enter), &state),
+        Some(Action::Confirm)
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Char('n')), &state),
+        Some(Action::Cancel)
+    );
+    assert_eq!(action_for(&key(KeyCode::Char('j')), &state), None);
+
+    // A newer action arrives while the prompt is open: the cursor stays on the one
+    // shown, and the yes approves that one.
+    let mut snapshot = state.data.clone();
+    snapshot.recovery.actions.insert(
+        0,
+        recovery_action("00000000-new", "gpu-2", ActionState::AwaitingApproval, 1),
+    );
+    update(&mut state, Action::Fetched(Box::new(snapshot)));
+    assert_eq!(state.actions_ui.selected, 1);
+    assert_eq!(state.selected_action().unwrap().id, WAITING);
+    let effect = update(&mut state, Action::Confirm);
+    let request = RecoveryRequest::Approve {
+        id: WAITING.to_owned(),
+        by: "alice".to_owned(),
+    };
+    assert_eq!(effect, Some(Effect::Recovery(request.clone())));
+    assert_eq!(state.mode, Mode::Normal);
+    assert_eq!(
+        request.path_and_body(),
+        (
+            format!("/api/v1/actions/{WAITING}/approve"),
+            json!({"by": "alice"})
+        )
+    );
+
+    // The answer goes into the list at once.
+    let mut queued = recovery_action(WAITING, "gpu-10", ActionState::Queued, 60);
+    queued.approved_by = Some("alice".to_owned());
+    update(
+        &mut state,
+        outcome(request, Ok(RecoveryAnswer::Action(Box::new(queued)))),
+    );
+    assert_eq!(state.selected_action().unwrap().state, ActionState::Queued);
+    let notice = state.notice.clone().unwrap();
+    assert!(!notice.error);
+    assert_eq!(
+        notice.text,
+        "approved 7f3a1c00 (reset-gpu on gpu-10): now queued"
+    );
+    // It no longer waits: no prompt, a notice that says why.
+    assert_eq!(update(&mut state, Action::AskApprove), None);
+    assert_eq!(state.mode, Mode::Normal);
+    let notice = state.notice.clone().unwrap();
+    assert!(notice.error);
+    assert_eq!(
+        notice.text,
+        "only an action awaiting approval can be approved; 7f3a1c00 is queued"
+    );
+    // Outside the actions view the keys mean nothing.
+    update(&mut state, Action::GoTo(View::Fleet));
+    assert_eq!(action_for(&key(KeyCode::Char('x')), &state), None);
+    assert_eq!(action_for(&key(KeyCode::Char('K')), &state), None);
+}
+
+#[test]
+fn rejecting_can_be_called_off_and_a_conflict_is_shown() {
+    let mut state = with_actions();
+    update(&mut state, Action::AskReject);
+    assert!(matches!(&state.mode, Mode::Confirm(p) if matches!(p.confirm, Confirm::Reject(_))));
+    assert_eq!(update(&mut state, Action::Cancel), None);
+    assert_eq!(state.mode, Mode::Normal);
+
+    update(&mut state, Action::AskReject);
+    let effect = update(&mut state, Action::Confirm);
+    let request = RecoveryRequest::Reject {
+        id: WAITING.to_owned(),
+        by: "vigil".to_owned(),
+    };
+    assert_eq!(effect, Some(Effect::Recovery(request.clone())));
+    assert_eq!(
+        request.path_and_body().0,
+        format!("/api/v1/actions/{WAITING}/reject")
+    );
+    let error =
+        "reject failed: POST /api/v1/actions/7f3a/reject: 409 Conflict: not awaiting approval";
+    update(&mut state, outcome(request, Err(error.to_owned())));
+    let notice = state.notice.clone().unwrap();
+    assert!(notice.error);
+    assert_eq!(notice.text, error);
+    assert_eq!(
+        state.selected_action().unwrap().state,
+        ActionState::AwaitingApproval,
+        "a failed request changes nothing"
+    );
+}
+
+#[test]
+fn the_kill_switch_takes_a_reason_and_flips_both_ways() {
+    let mut state = with_actions();
+    update(&mut state, Action::AskKillSwitch);
+    let Mode::Confirm(prompt) = &state.mode else {
+        panic!("{:?}", state.mode)
+    };
+    assert_eq!(prompt.confirm, Confirm::KillSwitch { engage: true });
+    // The prompt takes text: y is a letter of the reason, Enter says yes.
+    assert_eq!(
+        action_for(&key(KeyCode::Char('y')), &state),
+        Some(Action::PromptChar('y'))
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Enter), &state),
+        Some(Action::Confirm)
+    );
+    assert_eq!(action_for(&key(KeyCode::Esc), &state), Some(Action::Cancel));
+    for c in " rollout!".chars() {
+        update(&mut state, Action::PromptChar(c));
+    }
+    update(&mut state, Action::PromptBackspace);
+    let effect = update(&mut state, Action::Confirm);
+    let request = RecoveryRequest::KillSwitch(KillSwitchRequest {
+        engaged: true,
+        by: "vigil".to_owned(),
+        reason: "rollout".to_owned(),
+    });
+    assert_eq!(effect, Some(Effect::Recovery(request.clone())));
+    assert_eq!(
+        request.path_and_body(),
+        (
+            "/api/v1/actions/kill-switch".to_owned(),
+            json!({"engaged": true, "by": "vigil", "reason": "rollout"})
+        )
+    );
+    let engaged = KillSwitch {
+        engaged: true,
+        by: "vigil".to_owned(),
+        reason: "rollout".to_owned(),
+        since: Some("2026-11-27T12:00:00Z".to_owned()),
+    };
+    update(
+        &mut state,
+        outcome(request, Ok(RecoveryAnswer::KillSwitch(engaged.clone()))),
+    );
+    assert_eq!(state.data.recovery.kill_switch, engaged);
+    assert_eq!(
+        state.notice.clone().unwrap().text,
+        "kill switch engaged: no recovery action starts"
+    );
+    // Engaged, K offers to release it.
+    update(&mut state, Action::AskKillSwitch);
+    let Mode::Confirm(prompt) = &state.mode else {
+        panic!("{:?}", state.mode)
+    };
+    assert_eq!(prompt.confirm, Confirm::KillSwitch { engage: false });
+    let Some(Effect::Recovery(RecoveryRequest::KillSwitch(release))) =
+        update(&mut state, Action::Confirm)
+    else {
+        panic!("no release");
+    };
+    assert!(!release.engaged);
+
+    // A collector without the actions API has no switch to flip.
+    let mut snapshot = state.data.clone();
+    snapshot.recovery = Default::default();
+    snapshot.recovery.unsupported = true;
+    update(&mut state, Action::Fetched(Box::new(snapshot)));
+    assert_eq!(update(&mut state, Action::AskKillSwitch), None);
+    assert_eq!(state.mode, Mode::Normal);
+    assert!(state.notice.clone().unwrap().error);
+}
+
+#[test]
+fn enter_and_l_from_an_action_and_the_fleet_marks_its_node() {
+    let mut state = with_actions();
+    let entry = |state: &State, name: &str| {
+        state
+            .fleet
+            .iter()
+            .find(|e| e.node.name == name)
+            .unwrap()
+            .recovering
+    };
+    assert_eq!(entry(&state, "gpu-1"), 1, "running");
+    assert_eq!(
+        entry(&state, "gpu-10"),
+        0,
+        "awaiting approval is not in flight"
+    );
+    assert_eq!(
+        action_for(&key(KeyCode::Char('4')), &state),
+        Some(Action::GoTo(View::Actions))
+    );
+    update(&mut state, Action::Down);
+    assert_eq!(
+        update(&mut state, Action::Enter),
+        Some(Effect::Focus(Some("gpu-1".to_owned())))
+    );
+    assert_eq!(state.view, View::Node);
+    update(&mut state, Action::GoTo(View::Actions));
+    assert_eq!(
+        action_for(&key(KeyCode::Char('l')), &state),
+        Some(Action::LogsForSelection)
+    );
+    let request = log_request(update(&mut state, Action::LogsForSelection));
+    assert_eq!(state.view, View::Logs);
+    assert_eq!(
+        state.logs_ui.query,
+        format!("source:\"recovery:{RUNNING}\"")
+    );
+    assert_eq!(state.logs_ui.node, None, "the id alone finds the output");
+    assert!(
+        request.path.starts_with(&format!(
+            "/api/v1/logs/search?q=source%3A%22recovery%3A{RUNNING}%22&"
+        )),
+        "{}",
+        request.path
+    );
 }

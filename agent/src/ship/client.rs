@@ -48,6 +48,55 @@ pub(crate) const RESULTS: [&str; 7] = [
     "error",
 ];
 
+/// The collector's gRPC endpoint as `[shipper]` configures it (URL, TLS and its CA,
+/// connect timeout, keep-alive), without a per-request timeout: the Export client adds
+/// one, the control stream must not have one.
+pub(crate) fn endpoint(config: &ShipperConfig) -> Result<Endpoint, ShipError> {
+    let url = config.collector.clone();
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| ShipError::Collector {
+            url: url.clone(),
+            message: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs_f64(
+            config.request_timeout_secs.min(10.0),
+        ))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(false);
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        tls = if config.ca_file.as_os_str().is_empty() {
+            tls.with_webpki_roots()
+        } else {
+            let pem = std::fs::read(&config.ca_file).map_err(|e| ShipError::CaFile {
+                path: config.ca_file.clone(),
+                message: e.to_string(),
+            })?;
+            tls.ca_certificate(Certificate::from_pem(pem))
+        };
+        endpoint = endpoint.tls_config(tls).map_err(|e| ShipError::Collector {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(endpoint)
+}
+
+/// The `authorization` header value for `token` (read from `token_file`).
+pub(crate) fn bearer(
+    token: Option<&str>,
+    token_file: &Path,
+) -> Result<Option<MetadataValue<Ascii>>, ShipError> {
+    token
+        .map(|t| {
+            MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| ShipError::Token {
+                path: token_file.to_owned(),
+                message: "token holds characters a header cannot carry".to_owned(),
+            })
+        })
+        .transpose()
+}
+
 pub(crate) struct Client {
     channel: Channel,
     authorization: Option<MetadataValue<Ascii>>,
@@ -62,46 +111,11 @@ impl Client {
         token: Option<&str>,
         token_file: &Path,
     ) -> Result<Self, ShipError> {
-        let url = config.collector.clone();
-        let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| ShipError::Collector {
-                url: url.clone(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs_f64(
-                config.request_timeout_secs.min(10.0),
-            ))
-            .timeout(Duration::from_secs_f64(config.request_timeout_secs))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(false);
-        if url.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            tls = if config.ca_file.as_os_str().is_empty() {
-                tls.with_webpki_roots()
-            } else {
-                let pem = std::fs::read(&config.ca_file).map_err(|e| ShipError::CaFile {
-                    path: config.ca_file.clone(),
-                    message: e.to_string(),
-                })?;
-                tls.ca_certificate(Certificate::from_pem(pem))
-            };
-            endpoint = endpoint.tls_config(tls).map_err(|e| ShipError::Collector {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        }
-        let authorization = token
-            .map(|t| {
-                MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| ShipError::Token {
-                    path: token_file.to_owned(),
-                    message: "token holds characters a header cannot carry".to_owned(),
-                })
-            })
-            .transpose()?;
+        let timeout = Duration::from_secs_f64(config.request_timeout_secs);
         Ok(Self {
-            channel: endpoint.connect_lazy(),
-            authorization,
-            timeout: Duration::from_secs_f64(config.request_timeout_secs),
+            channel: endpoint(config)?.timeout(timeout).connect_lazy(),
+            authorization: bearer(token, token_file)?,
+            timeout,
         })
     }
 

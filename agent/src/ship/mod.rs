@@ -13,7 +13,7 @@
 //! queued in the spool. The log readers append their own batches, from their threads,
 //! through [`Shipper::log_output`].
 
-mod client;
+pub(crate) mod client;
 mod queue;
 mod segment;
 mod sender;
@@ -265,7 +265,7 @@ async fn write_spool(
 }
 
 /// The bearer token: the file's content, trimmed. None when no file is configured.
-fn read_token(path: &Path) -> Result<Option<String>, ShipError> {
+pub(crate) fn read_token(path: &Path) -> Result<Option<String>, ShipError> {
     if path.as_os_str().is_empty() {
         return Ok(None);
     }

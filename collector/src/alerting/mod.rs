@@ -109,6 +109,34 @@ async fn new_samples(arrivals: &mut Option<watch::Receiver<u64>>) {
     }
 }
 
+/// The firing alerts of each rule of `group` that has a `recovery:` block, to the
+/// remediation policy (an alert that is no longer in the list has resolved).
+fn observe_recovery(recovery: &crate::recovery::Remediation, group: &Group, t_ms: i64) {
+    for rule in group.rules() {
+        let vigil_rules::group::RuleRef::Alerting(rule) = rule else {
+            continue;
+        };
+        let Some(rec) = rule.recovery() else {
+            continue;
+        };
+        let firing: Vec<crate::recovery::policy::FiringAlert> = rule
+            .alerts()
+            .into_iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .map(|a| crate::recovery::policy::FiringAlert {
+                labels: a
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                script: rec.script.clone(),
+                args_from_labels: rec.args_from_labels.clone(),
+            })
+            .collect();
+        recovery.observe_rule(rule.name(), &firing, t_ms);
+    }
+}
+
 /// The host name, for the default external URL.
 fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -206,6 +234,9 @@ pub struct Evaluator {
     slots: RwLock<Vec<Arc<GroupSlot>>>,
     runners: tokio::sync::Mutex<Vec<Runner>>,
     reload: ReloadStatus,
+    /// The remediation policy, told of the firing alerts of every rule with a
+    /// `recovery:` block after each evaluation.
+    recovery: std::sync::OnceLock<Arc<crate::recovery::Remediation>>,
 }
 
 impl Evaluator {
@@ -246,7 +277,14 @@ impl Evaluator {
                 last_success_ms: AtomicI64::new(now_ms()),
                 ..ReloadStatus::default()
             },
+            recovery: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands the firing alerts of rules with a `recovery:` block to `recovery` from
+    /// the next evaluation on.
+    pub fn set_recovery(&self, recovery: Arc<crate::recovery::Remediation>) {
+        let _ = self.recovery.set(recovery);
     }
 
     pub fn history(&self) -> &Arc<AlertHistory> {
@@ -568,6 +606,9 @@ impl Evaluator {
                     .collect(),
                 detail,
             });
+        }
+        if let Some(recovery) = self.recovery.get() {
+            observe_recovery(recovery, &group, t_ms);
         }
         let to_send = send::alerts_to_send(
             &group,

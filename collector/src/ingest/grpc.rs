@@ -200,6 +200,16 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_control(listener, ingest, None, shutdown).await
+}
+
+/// [`serve`], with the agents' control channel beside OTLP, behind the same tokens.
+pub async fn serve_with_control(
+    listener: impl Into<Incoming>,
+    ingest: Arc<Ingest>,
+    control: Option<crate::recovery::control::ControlServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let auth = Arc::clone(&ingest);
     let counted = Arc::clone(&ingest);
     let check = move |mut req: Request<()>| -> Result<Request<()>, Status> {
@@ -221,6 +231,8 @@ pub async fn serve(
         ),
         ingest: Arc::clone(&counted),
     };
+    let control =
+        control.map(|c| tonic::service::interceptor::InterceptedService::new(c, check.clone()));
     let server = MetricsServer { ingest };
     let service = CountTooLarge {
         inner: tonic::service::interceptor::InterceptedService::new(server, check),
@@ -229,6 +241,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(service)
         .add_service(logs)
+        .add_optional_service(control)
         .serve_with_incoming_shutdown(listener.into().into_stream(), shutdown)
         .await
         .map_err(std::io::Error::other)

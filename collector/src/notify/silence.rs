@@ -383,11 +383,12 @@ fn expire_in_place(s: &mut Silence, now_ms: i64) {
     s.updated_at_ms = now_ms;
 }
 
-/// A random (version 4) UUID, as Alertmanager's silence ids are.
-fn new_id() -> String {
+/// A random (version 4) UUID, as Alertmanager's silence ids are; recovery actions
+/// use them too.
+pub(crate) fn new_id() -> String {
     let mut b = [0u8; 16];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
-        // The system RNG failing is not worth refusing a silence over: time and a
+        // The system RNG failing is not worth refusing a silence (or an action) over: time and a
         // counter still make the id unique within this process.
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

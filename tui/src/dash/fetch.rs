@@ -1,7 +1,8 @@
 //! The background fetcher: every [`POLL_INTERVAL`] (and at once when the focused node
-//! changes) it asks the collector for the fleet, its alerts and, when the node view is
-//! open, that node's details, all queries of a round at the same time, each with its
-//! own deadline, and sends the result to the event loop as one [`Snapshot`].
+//! changes) it asks the collector for the fleet, its alerts, its recovery actions and,
+//! when the node view is open, that node's details, all queries of a round at the same
+//! time, each with its own deadline, and sends the result to the event loop as one
+//! [`Snapshot`].
 //!
 //! A round whose node list fails means the collector is away: the loop gets
 //! [`Action::FetchFailed`] and keeps showing what it had. Any other failed query only
@@ -16,10 +17,11 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::model::{
-    self, Filesystem, FleetValues, GpuDetail, HostStats, Network, NodeDetail, RangeSeries, Sample,
-    Snapshot, by_node, by_node_gpu, resample,
+    self, Filesystem, FleetValues, GpuDetail, HostStats, Network, NodeDetail, RangeSeries,
+    Recovery, Sample, Snapshot, by_node, by_node_gpu, resample,
 };
 use super::state::Action;
+use crate::actions::is_missing_endpoint;
 use crate::client::{Client, encode_query_value, unwrap_data};
 
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -126,9 +128,10 @@ pub async fn round(client: &Client, focus: Option<&str>) -> Result<Snapshot, Str
             None => None,
         }
     };
-    let (nodes, alerts, util, temp, power, gpu_up, cpu, mem, detail) = tokio::join!(
+    let (nodes, alerts, recovery, util, temp, power, gpu_up, cpu, mem, detail) = tokio::join!(
         get(client, "/api/v1/nodes"),
         get(client, "/api/v1/alerts"),
+        recovery(client),
         query(client, "DCGM_FI_DEV_GPU_UTIL"),
         query(client, "DCGM_FI_DEV_GPU_TEMP"),
         query(client, "DCGM_FI_DEV_POWER_USAGE"),
@@ -140,6 +143,7 @@ pub async fn round(client: &Client, focus: Option<&str>) -> Result<Snapshot, Str
     let mut nodes = model::parse_nodes(&nodes?);
     let mut errors = Vec::new();
     let alerts = model::parse_alerts(&take(alerts, &mut errors));
+    let recovery = take(recovery, &mut errors);
     let values = FleetValues {
         util: by_node_gpu(&take(util, &mut errors)),
         temp: by_node_gpu(&take(temp, &mut errors)),
@@ -158,8 +162,25 @@ pub async fn round(client: &Client, focus: Option<&str>) -> Result<Snapshot, Str
         nodes,
         alerts,
         detail,
+        recovery,
         errors,
     })
+}
+
+/// The recovery audit as the actions view shows it: the newest this many.
+pub const ACTIONS_PATH: &str = "/api/v1/actions?limit=200";
+
+/// The recovery audit; a collector without the endpoint is a value (the view says so),
+/// not a failed query.
+async fn recovery(client: &Client) -> Result<Recovery, String> {
+    match get(client, ACTIONS_PATH).await {
+        Ok(data) => Recovery::parse(data),
+        Err(e) if is_missing_endpoint(&e) => Ok(Recovery {
+            unsupported: true,
+            ..Recovery::default()
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// A PromQL string literal.

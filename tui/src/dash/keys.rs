@@ -1,6 +1,6 @@
 //! Input: terminal events to [`Action`]s. What a key means depends on the mode (typing
-//! a filter or a silence is not navigating) and, for clicks, on where the views put
-//! their rows.
+//! a filter, a silence or a kill switch's reason is not navigating) and, for clicks, on
+//! where the views put their rows.
 
 use crossterm::event::{
     Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
@@ -53,6 +53,19 @@ fn key_action(key: &KeyEvent, state: &State) -> Option<Action> {
             KeyCode::Char(c) if !ctrl => Some(Action::PromptChar(c)),
             _ => None,
         },
+        // Approve and reject take y or n; the kill switch takes a typed reason.
+        Mode::Confirm(prompt) if prompt.takes_text() => match key.code {
+            KeyCode::Enter => Some(Action::Confirm),
+            KeyCode::Esc => Some(Action::Cancel),
+            KeyCode::Backspace => Some(Action::PromptBackspace),
+            KeyCode::Char(c) if !ctrl => Some(Action::PromptChar(c)),
+            _ => None,
+        },
+        Mode::Confirm(_) => match key.code {
+            KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::Confirm),
+            KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => Some(Action::Cancel),
+            _ => None,
+        },
         Mode::Normal => normal_key(key, state, ctrl),
     }
 }
@@ -80,13 +93,17 @@ fn normal_key(key: &KeyEvent, state: &State, ctrl: bool) -> Option<Action> {
         KeyCode::Char('1') => Action::GoTo(View::Fleet),
         KeyCode::Char('2') => Action::GoTo(View::Node),
         KeyCode::Char('3') => Action::GoTo(View::Alerts),
-        KeyCode::Char('4') => Action::GoTo(View::Logs),
+        KeyCode::Char('4') => Action::GoTo(View::Actions),
+        KeyCode::Char('5') => Action::GoTo(View::Logs),
         KeyCode::Char('/') if state.view == View::Logs => Action::StartLogQuery,
         KeyCode::Char('/') => Action::StartFilter,
         KeyCode::Char('t') if state.view == View::Logs => Action::ToggleTail,
         KeyCode::Char('s') if state.view == View::Alerts => Action::StartSilence,
         KeyCode::Char('s') if state.view == View::Fleet => Action::NextSort,
         KeyCode::Char('r') if state.view == View::Fleet => Action::ReverseSort,
+        KeyCode::Char('a') if state.view == View::Actions => Action::AskApprove,
+        KeyCode::Char('x') if state.view == View::Actions => Action::AskReject,
+        KeyCode::Char('K') if state.view == View::Actions => Action::AskKillSwitch,
         _ => return None,
     };
     Some(action)

@@ -7,6 +7,8 @@
 //!   a round in parallel with a deadline each, and sends snapshots over a channel.
 //! - [`logs`]: the logs view's records, query and live tail, and the searches it asks
 //!   the event loop to run.
+//! - [`recovery`]: the actions view's approve, reject and kill switch: the confirm
+//!   prompt, the POSTs it asks for, and their answers.
 //! - [`state`]: the dashboard's state and its [`state::Action`]s; `update.rs` holds
 //!   [`state::update`], the only code that changes state, which asks for I/O with
 //!   [`state::Effect`]s.
@@ -21,6 +23,7 @@ pub mod fetch;
 pub mod keys;
 pub mod logs;
 pub mod model;
+pub mod recovery;
 pub mod state;
 mod update;
 pub mod views;
@@ -66,6 +69,7 @@ pub async fn run(conn: CollectorArgs) -> anyhow::Result<()> {
         .context("reading the terminal size")?;
     let mut state = State::new(&conn.collector, Utc::now());
     state.size = (size.width, size.height);
+    state.operator = crate::actions::operator_name();
 
     let (tx, mut rx) = mpsc::channel::<Action>(64);
     let (focus_tx, focus_rx) = watch::channel::<Option<String>>(None);
@@ -160,6 +164,14 @@ fn perform(
                     result,
                 };
                 let _ = tx.send(Action::LogsFetched(Box::new(answer))).await;
+            });
+        }
+        Effect::Recovery(request) => {
+            let client = client.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let outcome = recovery::perform(&client, request).await;
+                let _ = tx.send(Action::RecoveryAnswered(Box::new(outcome))).await;
             });
         }
         Effect::Batch(effects) => {

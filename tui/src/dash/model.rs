@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use vigil_proto::actions::{Action as RecoveryAction, ActionList, KillSwitch};
 
+use crate::actions::parse_rfc3339;
 use crate::render::{node_of, parse_time};
 
 /// One polling round's view of the collector.
@@ -18,8 +20,37 @@ pub struct Snapshot {
     pub alerts: Vec<Alert>,
     /// The focused node's details, when the node view is open.
     pub detail: Option<NodeDetail>,
+    /// The recovery audit (`/api/v1/actions`).
+    pub recovery: Recovery,
     /// Queries of this round that failed; the rest of the snapshot is still good.
     pub errors: Vec<String>,
+}
+
+/// The collector's recovery actions and kill switch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovery {
+    pub kill_switch: KillSwitch,
+    /// Newest first.
+    pub actions: Vec<RecoveryAction>,
+    /// The collector has no actions API (it answered 404): an older version.
+    pub unsupported: bool,
+}
+
+impl Recovery {
+    /// `data` of `/api/v1/actions`, newest first whatever order it came in.
+    pub fn parse(data: Value) -> Result<Self, String> {
+        let list: ActionList = serde_json::from_value(data).map_err(|e| {
+            format!("GET /api/v1/actions: the answer is not a list of actions: {e}")
+        })?;
+        let mut actions = list.actions;
+        // Stable: equal times keep the collector's order.
+        actions.sort_by_key(|a| std::cmp::Reverse(parse_rfc3339(&a.created_at)));
+        Ok(Self {
+            kill_switch: list.kill_switch,
+            actions,
+            unsupported: false,
+        })
+    }
 }
 
 /// One node of the fleet table.

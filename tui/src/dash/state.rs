@@ -4,8 +4,8 @@
 //! Views (`views/`) read the state and never change it; input (`keys.rs`) turns key
 //! presses and mouse events into actions. The logs view shows how a view plugs in: a
 //! [`View`] variant, its UI state and data beside [`FleetUi`] ([`LogsUi`]), and an
-//! effect for its requests whose answer comes back as an action; recovery-action
-//! approvals can follow the same way.
+//! effect for its requests whose answer comes back as an action; the actions view's
+//! approvals and kill switch ([`super::recovery`]) follow the same way.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 pub use super::logs::LogsUi;
 use super::logs::{LogRequest, LogsAnswer};
 use super::model::{Alert, AlertState, NodeRow, Snapshot, severity_rank};
+pub use super::recovery::{Confirm, ConfirmPrompt, RecoveryOutcome, RecoveryRequest};
 pub use super::update::update;
+use vigil_proto::actions::Action as RecoveryAction;
 
 /// The screens, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,17 +24,26 @@ pub enum View {
     Fleet,
     Node,
     Alerts,
+    /// The recovery audit.
+    Actions,
     Logs,
 }
 
 impl View {
-    pub const ALL: [View; 4] = [View::Fleet, View::Node, View::Alerts, View::Logs];
+    pub const ALL: [View; 5] = [
+        View::Fleet,
+        View::Node,
+        View::Alerts,
+        View::Actions,
+        View::Logs,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
             View::Fleet => "Fleet",
             View::Node => "Node",
             View::Alerts => "Alerts",
+            View::Actions => "Actions",
             View::Logs => "Logs",
         }
     }
@@ -114,10 +125,12 @@ pub struct FleetEntry {
     pub avg_util: Option<f64>,
     pub max_temp: Option<f64>,
     pub power_w: Option<f64>,
+    /// Recovery actions queued or running on the node.
+    pub recovering: usize,
 }
 
 impl FleetEntry {
-    pub fn new(node: NodeRow, alerts: &[&Alert]) -> Self {
+    pub fn new(node: NodeRow, alerts: &[&Alert], recovering: usize) -> Self {
         let firing = alerts
             .iter()
             .filter(|a| a.state == AlertState::Firing)
@@ -159,6 +172,7 @@ impl FleetEntry {
             avg_util,
             max_temp,
             power_w,
+            recovering,
         }
     }
 }
@@ -195,6 +209,12 @@ pub struct AlertsUi {
     pub selected: usize,
 }
 
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActionsUi {
+    /// Index into the snapshot's recovery actions; follows its action across rounds.
+    pub selected: usize,
+}
+
 /// The silence prompt's fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SilencePrompt {
@@ -213,6 +233,8 @@ pub enum Mode {
     /// Editing the fleet filter (`/`).
     Filter,
     Silence(Box<SilencePrompt>),
+    /// Asking y/n before approving, rejecting or flipping the kill switch.
+    Confirm(Box<ConfirmPrompt>),
     /// Editing the logs query (`/` in the logs view).
     LogQuery,
     Help,
@@ -241,8 +263,11 @@ pub struct State {
     pub fleet_ui: FleetUi,
     pub node_ui: NodeUi,
     pub alerts_ui: AlertsUi,
+    pub actions_ui: ActionsUi,
     pub logs_ui: LogsUi,
     pub notice: Option<Notice>,
+    /// Who approves, rejects and flips the kill switch (`by` in the requests).
+    pub operator: String,
     /// Terminal size, for mapping mouse clicks onto rows.
     pub size: (u16, u16),
     pub quit: bool,
@@ -296,6 +321,15 @@ pub enum Action {
     /// Open the logs of what is selected: a node, its GPU, an alert's node and GPU.
     LogsForSelection,
     LogsFetched(Box<LogsAnswer>),
+    /// `a` in the actions view: ask to approve the selected action.
+    AskApprove,
+    /// `x`: ask to reject it.
+    AskReject,
+    /// `K`: ask to engage or release the kill switch.
+    AskKillSwitch,
+    /// Yes to the confirm prompt.
+    Confirm,
+    RecoveryAnswered(Box<RecoveryOutcome>),
     Quit,
 }
 
@@ -308,6 +342,8 @@ pub enum Effect {
     Silence(serde_json::Value),
     /// Search the logs.
     Logs(LogRequest),
+    /// Approve, reject, or flip the kill switch.
+    Recovery(RecoveryRequest),
     /// Several at once, in order.
     Batch(Vec<Effect>),
 }
@@ -326,8 +362,10 @@ impl State {
             fleet_ui: FleetUi::default(),
             node_ui: NodeUi::default(),
             alerts_ui: AlertsUi::default(),
+            actions_ui: ActionsUi::default(),
             logs_ui: LogsUi::default(),
             notice: None,
+            operator: "vigil".to_owned(),
             size: (80, 24),
             quit: false,
         }
@@ -344,6 +382,10 @@ impl State {
         self.data.alerts.get(self.alerts_ui.selected)
     }
 
+    pub fn selected_action(&self) -> Option<&RecoveryAction> {
+        self.data.recovery.actions.get(self.actions_ui.selected)
+    }
+
     /// The focused node's entry in the fleet, if it still exists.
     pub fn focused_entry(&self) -> Option<&FleetEntry> {
         let name = self.node_ui.node.as_deref()?;
@@ -353,22 +395,37 @@ impl State {
     /// Replaces the data and recomputes what views derive from it.
     pub fn set_snapshot(&mut self, snapshot: Snapshot) {
         let selected_name = self.selected_entry().map(|e| e.node.name.clone());
+        let selected_action = self.selected_action().map(|a| a.id.clone());
         let mut by_node: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
         for a in &snapshot.alerts {
             by_node.entry(a.node.as_str()).or_default().push(a);
+        }
+        let mut recovering: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in &snapshot.recovery.actions {
+            if a.state.is_in_flight() {
+                *recovering.entry(a.node.as_str()).or_default() += 1;
+            }
         }
         self.fleet = snapshot
             .nodes
             .iter()
             .map(|n| {
                 let alerts = by_node.get(n.name.as_str()).map_or(&[][..], Vec::as_slice);
-                FleetEntry::new(n.clone(), alerts)
+                let recovering = recovering.get(n.name.as_str()).copied().unwrap_or(0);
+                FleetEntry::new(n.clone(), alerts, recovering)
             })
             .collect();
         self.data = snapshot;
         self.refresh_visible(selected_name.as_deref());
         let alerts = self.data.alerts.len();
         self.alerts_ui.selected = self.alerts_ui.selected.min(alerts.saturating_sub(1));
+        // New actions come in on top: the cursor stays on its action, so that `a` never
+        // approves another one than the operator looked at.
+        let actions = &self.data.recovery.actions;
+        let kept = selected_action.and_then(|id| actions.iter().position(|a| a.id == id));
+        self.actions_ui.selected = kept
+            .unwrap_or(self.actions_ui.selected)
+            .min(actions.len().saturating_sub(1));
     }
 
     /// Filters and sorts `fleet` into `visible`, keeping the cursor on `keep` if given.

@@ -2,6 +2,7 @@
 //! time, and the cursor and view moves it is made of.
 
 use super::logs::gpu_query;
+use super::recovery;
 use super::state::{Action, Effect, Link, Mode, Notice, SilencePrompt, SortKey, State, View};
 
 /// Rows a page key moves.
@@ -13,6 +14,7 @@ impl State {
             View::Fleet => self.visible.len(),
             View::Node => self.data.detail.as_ref().map_or(0, |d| d.gpus.len()),
             View::Alerts => self.data.alerts.len(),
+            View::Actions => self.data.recovery.actions.len(),
             View::Logs => self.logs_ui.records.len(),
         }
     }
@@ -22,6 +24,7 @@ impl State {
             View::Fleet => &mut self.fleet_ui.selected,
             View::Node => &mut self.node_ui.selected_gpu,
             View::Alerts => &mut self.alerts_ui.selected,
+            View::Actions => &mut self.actions_ui.selected,
             View::Logs => &mut self.logs_ui.selected,
         }
     }
@@ -109,6 +112,11 @@ impl State {
                 let alert = self.selected_alert()?;
                 Some((alert.node.clone(), gpu(alert.labels.get("gpu"))))
             }
+            // The script's output, wherever the agent shipped it from: the id is enough.
+            View::Actions => Some((
+                String::new(),
+                crate::actions::action_logs_query(self.selected_action()?),
+            )),
             View::Logs => None,
         }
     }
@@ -196,6 +204,12 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
                     return state.open_node(node);
                 }
             }
+            View::Actions => {
+                let node = state.selected_action()?.node.clone();
+                if state.fleet.iter().any(|e| e.node.name == node) {
+                    return state.open_node(node);
+                }
+            }
             View::Logs => return state.run_log_query(),
             View::Node => {}
         },
@@ -271,16 +285,20 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
                 error: None,
             }));
         }
-        Action::PromptChar(c) => {
-            if let Mode::Silence(p) = &mut state.mode {
-                prompt_field(p).push(c);
-            }
-        }
-        Action::PromptBackspace => {
-            if let Mode::Silence(p) = &mut state.mode {
+        Action::PromptChar(c) => match &mut state.mode {
+            Mode::Silence(p) => prompt_field(p).push(c),
+            Mode::Confirm(p) if p.takes_text() => p.reason.push(c),
+            _ => {}
+        },
+        Action::PromptBackspace => match &mut state.mode {
+            Mode::Silence(p) => {
                 prompt_field(p).pop();
             }
-        }
+            Mode::Confirm(p) => {
+                p.reason.pop();
+            }
+            _ => {}
+        },
         Action::PromptNextField => {
             if let Mode::Silence(p) = &mut state.mode {
                 p.field = (p.field + 1) % 2;
@@ -344,6 +362,15 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
             return state.open_logs(Some(node), query);
         }
         Action::LogsFetched(answer) => state.logs_ui.apply(*answer),
+        Action::AskApprove | Action::AskReject if state.view == View::Actions => {
+            recovery::ask_decide(state, action == Action::AskApprove);
+        }
+        Action::AskKillSwitch if state.view == View::Actions => {
+            recovery::ask_kill_switch(state);
+        }
+        Action::AskApprove | Action::AskReject | Action::AskKillSwitch => {}
+        Action::Confirm => return recovery::confirmed(state),
+        Action::RecoveryAnswered(outcome) => recovery::answered(state, *outcome),
         Action::Quit => state.quit = true,
     }
     None

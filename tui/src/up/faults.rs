@@ -179,6 +179,43 @@ impl NodeFaults {
 pub struct Target {
     pub name: String,
     pub faults_file: PathBuf,
+    /// Where the node's demo `reset-gpu` leaves reset requests: one file per action,
+    /// holding the GPU index. `None`: no resets.
+    pub resets_dir: Option<PathBuf>,
+}
+
+/// How often the injector looks for reset requests.
+const RESET_POLL: Duration = Duration::from_millis(250);
+
+impl FaultKind {
+    /// A GPU reset clears it (the volatile ECC counters start again from 0).
+    fn cleared_by_reset(self) -> bool {
+        self == Self::EccDoubleBit
+    }
+}
+
+/// The reset requests waiting in `dir`, as GPU indices; each request file is removed.
+/// A file that does not hold a GPU index is removed and ignored.
+fn take_resets(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut gpus = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        // A request being written is a dot-file until it is renamed.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(gpu) = text.trim().parse::<u32>()
+        {
+            gpus.push(gpu);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    gpus
 }
 
 /// Writes through a temporary file and a rename, as the simulated library asks, so it
@@ -207,14 +244,63 @@ pub async fn run(
     // Faults in force, with when each is cleared; in order of injection, so the first
     // is always the next to clear.
     let mut pending: std::collections::VecDeque<(Instant, Fault)> = Default::default();
+    let resets = targets.iter().any(|t| t.resets_dir.is_some());
+    let mut next_poll = Instant::now() + RESET_POLL;
     loop {
         let next_clear = pending.front().map(|(at, _)| *at);
-        let wake = next_clear.map_or(next_fault, |c| c.min(next_fault));
+        let mut wake = next_clear.map_or(next_fault, |c| c.min(next_fault));
+        if resets {
+            wake = wake.min(next_poll);
+        }
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep_until(wake) => {}
         }
         let now = Instant::now();
+        if resets && next_poll <= now {
+            next_poll = now + RESET_POLL;
+            for (node, target) in targets.iter().enumerate() {
+                let Some(dir) = target.resets_dir.clone() else {
+                    continue;
+                };
+                let gpus = tokio::task::spawn_blocking(move || take_resets(&dir))
+                    .await
+                    .unwrap_or_default();
+                for gpu in gpus {
+                    let cleared: Vec<Fault> = pending
+                        .iter()
+                        .map(|&(_, f)| f)
+                        .filter(|f| f.node == node && f.gpu == gpu && f.kind.cleared_by_reset())
+                        .collect();
+                    pending.retain(|(_, f)| !cleared.contains(f));
+                    for f in &cleared {
+                        files[node].clear(f.gpu, f.kind);
+                    }
+                    let (path, text) = (target.faults_file.clone(), files[node].render());
+                    let written = tokio::task::spawn_blocking(move || write_file(&path, &text))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                    match (written, cleared.first()) {
+                        (Err(e), _) => say.line(format_args!(
+                            "demo reset: writing {} failed: {e}",
+                            target.faults_file.display()
+                        )),
+                        (Ok(()), Some(f)) => say.line(format_args!(
+                            "demo recovery: reset-gpu reset {} GPU {gpu}, clearing its {} ({} resolves {})",
+                            target.name,
+                            f.kind.describe(),
+                            f.kind.alert(),
+                            f.kind.resolves()
+                        )),
+                        (Ok(()), None) => say.line(format_args!(
+                            "demo recovery: reset-gpu reset {} GPU {gpu} (no fault a reset clears was on it)",
+                            target.name
+                        )),
+                    }
+                }
+            }
+            continue;
+        }
         let (fault, injecting) = match pending.front() {
             Some(&(at, fault)) if at <= now => {
                 pending.pop_front();
@@ -329,9 +415,12 @@ mod tests {
     async fn injects_then_clears_on_schedule() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("faults.toml");
+        let resets = dir.path().join("resets");
+        std::fs::create_dir(&resets).unwrap();
         let targets = vec![Target {
             name: "demo-node-1".into(),
             faults_file: file.clone(),
+            resets_dir: Some(resets.clone()),
         }];
         let schedule = Schedule {
             first_after: Duration::from_millis(50),
@@ -360,6 +449,49 @@ mod tests {
         };
         wait_for(true).await;
         wait_for(false).await;
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reset_request_clears_the_ecc_fault_before_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("faults.toml");
+        let resets = dir.path().join("resets");
+        std::fs::create_dir(&resets).unwrap();
+        let targets = vec![Target {
+            name: "demo-node-1".into(),
+            faults_file: file.clone(),
+            resets_dir: Some(resets.clone()),
+        }];
+        // Held for an hour: only the reset can clear it within the test.
+        let schedule = Schedule {
+            first_after: Duration::from_millis(10),
+            every: Duration::from_secs(3600),
+            held_for: Duration::from_secs(3600),
+        };
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(targets, schedule, Say::quiet(), async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        let read = || std::fs::read_to_string(&file).unwrap_or_default();
+        for _ in 0..200 {
+            if read().contains("ecc_dbe_volatile = 1") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let gpu = plan(0, 1).gpu;
+        assert!(read().contains(&format!("index = {gpu}\necc_dbe_volatile = 1")));
+        std::fs::write(resets.join("act-1"), format!("{gpu}\n")).unwrap();
+        for _ in 0..200 {
+            if !read().contains("ecc_dbe_volatile") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!read().contains("ecc_dbe_volatile"), "{}", read());
+        assert!(!resets.join("act-1").exists(), "the request was taken");
         stop_tx.send_replace(true);
         task.await.unwrap();
     }

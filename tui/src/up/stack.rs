@@ -128,6 +128,11 @@ impl Stack {
             ..CollectorConfig::default()
         };
         config.alerting.external_url = api_url.clone();
+        if args.demo {
+            // The default packs, with recovery on GpuEccDoubleBitError for the demo's
+            // reset-gpu; `--rules`-less collectors load the same packs built in.
+            config.alerting.rule_files = demo::rule_files(&data_dir.join("demo"))?;
+        }
         config.alerting.alertmanager_config = alertmanager_config;
         let collector = tokio::spawn(vigil_collector::run_with(
             config,
@@ -182,6 +187,7 @@ impl Stack {
             targets.push(faults::Target {
                 name: node.name.clone(),
                 faults_file: node.faults_file,
+                resets_dir: Some(node.resets_dir),
             });
             stack.spawn_agent(node.name, node.config, listener, &stage_rx);
         }

@@ -122,6 +122,17 @@ fn col(title: &'static str, sort: Option<SortKey>, width: Constraint) -> Column 
     Column { title, sort, width }
 }
 
+/// The node's name, marked `↻` while a recovery action is queued or runs on it.
+fn name_cell(e: &FleetEntry) -> Cell<'_> {
+    if e.recovering == 0 {
+        return Cell::from(e.node.name.as_str());
+    }
+    Cell::from(Line::from(vec![
+        Span::raw(e.node.name.as_str()),
+        Span::styled(" ↻", Style::new().fg(Color::Yellow)),
+    ]))
+}
+
 fn fleet_row<'a>(e: &'a FleetEntry, state: &State, wide: bool) -> Row<'a> {
     let node = &e.node;
     let strip: String = node
@@ -152,7 +163,7 @@ fn fleet_row<'a>(e: &'a FleetEntry, state: &State, wide: bool) -> Row<'a> {
     };
     let mut cells = vec![
         Cell::from(Span::styled(e.health.label(), health_style(e.health))),
-        Cell::from(node.name.as_str()),
+        name_cell(e),
         Cell::from(Span::styled(gpus, lost_style)),
         Cell::from(format!("{strip} {:>4}", pct(e.avg_util))),
         Cell::from(Span::styled(celsius(e.max_temp), temp_style)),

@@ -3,6 +3,7 @@
 //! share. Colour is never the only signal: every state also has a word or a symbol, and
 //! only foreground colours and modifiers are used, so light and dark terminals both read.
 
+mod actions;
 mod alerts;
 mod fleet;
 mod help;
@@ -30,12 +31,14 @@ pub fn render(frame: &mut Frame<'_>, state: &State) {
         View::Fleet => fleet::render(frame, screen.body, state),
         View::Node => node::render(frame, screen.body, state),
         View::Alerts => alerts::render(frame, screen.body, state),
+        View::Actions => actions::render(frame, screen.body, state),
         View::Logs => logs::render(frame, screen.body, state),
     }
     frame.render_widget(footer(state), screen.footer);
     match &state.mode {
         Mode::Help => help::render(frame, frame.area()),
         Mode::Silence(prompt) => alerts::render_prompt(frame, frame.area(), prompt),
+        Mode::Confirm(prompt) => actions::render_prompt(frame, frame.area(), prompt, state),
         Mode::Normal | Mode::Filter | Mode::LogQuery => {}
     }
 }
@@ -99,6 +102,7 @@ pub fn row_at(state: &State, column: u16, row: u16) -> Option<usize> {
         View::Fleet => fleet::rows_area(body, state),
         View::Node => node::rows_area(body, state),
         View::Alerts => alerts::rows_area(body, state),
+        View::Actions => actions::rows_area(body, state),
         View::Logs => logs::rows_area(body, state),
     };
     if !rows.contains(Position::new(column, row)) {
@@ -109,6 +113,7 @@ pub fn row_at(state: &State, column: u16, row: u16) -> Option<usize> {
         View::Fleet => state.visible.len(),
         View::Node => state.data.detail.as_ref().map_or(0, |d| d.gpus.len()),
         View::Alerts => state.data.alerts.len(),
+        View::Actions => state.data.recovery.actions.len(),
         View::Logs => state.logs_ui.records.len(),
     };
     (index < len).then_some(index)
@@ -125,7 +130,7 @@ pub fn tab_at(state: &State, column: u16, row: u16) -> Option<View> {
         if (x..x + width).contains(&column) {
             return Some(view);
         }
-        x += width + 1;
+        x += width;
     }
     None
 }
@@ -143,9 +148,20 @@ fn tab_label(state: &State, view: View) -> String {
                 .count();
             format!(" 3 Alerts ({firing}) ")
         }
+        // Those that wait for an operator's approve.
+        View::Actions => {
+            let waiting = state
+                .data
+                .recovery
+                .actions
+                .iter()
+                .filter(|a| a.state == vigil_proto::actions::ActionState::AwaitingApproval)
+                .count();
+            format!(" 4 Actions ({waiting}) ")
+        }
         View::Fleet => format!(" 1 Fleet ({}) ", state.fleet.len()),
         View::Node => " 2 Node ".to_owned(),
-        View::Logs => " 4 Logs ".to_owned(),
+        View::Logs => " 5 Logs ".to_owned(),
     }
 }
 
@@ -160,8 +176,8 @@ fn header(state: &State, width: u16) -> Paragraph<'static> {
         } else {
             Style::new()
         };
+        // Each label has a blank on both sides: tabs need no gap between them.
         spans.push(Span::styled(tab_label(state, view), style));
-        spans.push(Span::raw(" "));
     }
     let (mark, style) = match state.link {
         Link::Up => ("● live", Style::new().fg(Color::Green)),
@@ -171,11 +187,14 @@ fn header(state: &State, width: u16) -> Paragraph<'static> {
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let clock = format!(" {}", state.now.format("%H:%M:%S"));
     let with_url = format!("  {}{clock}", state.collector);
-    // The collector's address only where it fits beside the tabs.
-    let tail = if used + mark.chars().count() + with_url.chars().count() <= usize::from(width) {
+    // The collector's address only where it fits beside the tabs; the clock too.
+    let room = usize::from(width).saturating_sub(used + mark.chars().count());
+    let tail = if with_url.chars().count() <= room {
         with_url
-    } else {
+    } else if clock.chars().count() <= room {
         clock
+    } else {
+        String::new()
     };
     spans.push(Span::styled(mark, style));
     spans.push(Span::styled(tail, Style::new().add_modifier(Modifier::DIM)));
@@ -268,6 +287,16 @@ fn footer(state: &State) -> Paragraph<'static> {
             ("Enter", "node"),
             ("l", "logs"),
             ("Tab", "view"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        View::Actions => &[
+            ("↑↓", "move"),
+            ("a", "approve"),
+            ("x", "reject"),
+            ("K", "kill switch"),
+            ("Enter", "node"),
+            ("l", "logs"),
             ("?", "help"),
             ("q", "quit"),
         ],
