@@ -15,6 +15,9 @@
 //!   (`tests/alerting_e2e.rs`, `src/bin/alert-bench.rs`, `./tests/alert-bench.sh`).
 //! - [`bench`]: the collector benchmark's simulated fleet, OTLP load and Prometheus
 //!   side (`src/bin/collector-bench.rs`, `./tests/collector-bench.sh`).
+//! - [`recovery`]: the recovery tests' recovery directory with recording scripts and
+//!   the actions API (`tests/recovery_e2e.rs`, `tests/recovery_guardrails.rs`,
+//!   `src/bin/recovery-bench.rs`, `./tests/recovery-bench.sh`).
 //! - `src/bin/agent-bench.rs`: the agent beside Debian's prometheus-node-exporter
 //!   (`./tests/agent-bench.sh`).
 
@@ -29,6 +32,7 @@ pub mod alerting;
 pub mod bench;
 pub mod collector;
 pub mod otlp;
+pub mod recovery;
 pub mod tmux;
 
 /// The path of a workspace binary in the target directory this crate was built into.
