@@ -323,6 +323,38 @@ impl ShippingAgent {
                 .then_some(()))
         })
     }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after `timeout`, which is an error).
+    pub fn terminate(self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let mut guard = self._child;
+        let pid = libc::pid_t::try_from(guard.0.id()).context("pid out of range")?;
+        // SAFETY: kill(2) on the pid of a child we own and have not yet reaped.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        ensure!(
+            rc == 0,
+            "kill -TERM {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = guard.0.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                drop(guard);
+                bail!("vigil-agent did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or save anything.
+    pub fn kill(self) -> anyhow::Result<()> {
+        let mut guard = self._child;
+        guard.0.kill().context("kill -9 vigil-agent")?;
+        guard.0.wait()?;
+        Ok(())
+    }
 }
 
 /// One line of the Prometheus text format (enough for self-metrics: no escapes inside

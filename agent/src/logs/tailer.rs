@@ -226,6 +226,20 @@ impl Tailer {
         Ok(())
     }
 
+    /// Whether watcher `i`'s file no longer starts with the bytes it was fingerprinted
+    /// on: truncated and written again up to or past the read offset (a copytruncate
+    /// right after the file was opened, at offset 0 or at a restart's checkpoint, before
+    /// any read). The size check misses it; reading on would take the new content for
+    /// the old from the read offset, and the rescan's fingerprint check would then read
+    /// it all again from 0. So it is checked before every read, not only at rescans.
+    fn content_replaced(&mut self, i: usize) -> bool {
+        let w = &self.watchers[i];
+        let Some(fp) = w.fingerprint else {
+            return false;
+        };
+        read_prefix(&w.file, &mut self.prefix).is_ok() && !fp.matches(&self.prefix)
+    }
+
     /// The file at watcher `i` lost its content (copytruncate): keep what was read of
     /// the old content as a checkpoint for the copy, and start over at 0.
     fn truncated(&mut self, i: usize, out: &mut LogsEncoder, now_ns: u64) {
@@ -262,6 +276,7 @@ impl Tailer {
                 Ok(meta) if meta.len() < self.watchers[i].read_offset => {
                     self.truncated(i, out, now_ns);
                 }
+                Ok(_) if self.content_replaced(i) => self.truncated(i, out, now_ns),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "logs: stat failed");
@@ -424,4 +439,115 @@ pub(crate) fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use vigil_proto::otlp::any_value::Value;
+    use vigil_proto::otlp::{AgentResource, decode_logs_request};
+
+    use super::*;
+
+    fn bodies(enc: &mut LogsEncoder) -> Vec<String> {
+        if enc.is_empty() {
+            return Vec::new();
+        }
+        let bytes = enc.finish(&AgentResource {
+            node: "n",
+            agent_version: "0",
+            interval_secs: 5.0,
+        });
+        let req = decode_logs_request(&bytes).unwrap();
+        let records = req
+            .resource_logs
+            .into_iter()
+            .flat_map(|rl| rl.scope_logs)
+            .flat_map(|sl| sl.log_records);
+        records
+            .map(|r| match r.body.and_then(|b| b.value) {
+                Some(Value::StringValue(s)) => s,
+                other => panic!("body {other:?}"),
+            })
+            .collect()
+    }
+
+    fn content(tag: &str, lines: usize) -> String {
+        (0..lines)
+            .map(|i| format!("{tag} {i:04} {}\n", "p".repeat(60)))
+            .collect()
+    }
+
+    /// The file is truncated and written again past the read offset before the tailer
+    /// reads on (a copytruncate right after the file was opened, or after a restart
+    /// resumed it at a checkpoint). The new content must be read once, from its start,
+    /// and what was read of the old content stays its checkpoint, for the copy.
+    fn replaced_under_an_open_file(old_lines: usize, read_first: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let old = content("old", old_lines);
+        rewrite(&log, &old);
+        let opts = TailOptions {
+            patterns: vec![log.to_string_lossy().into_owned()],
+            lines: LineOptions {
+                max_line_bytes: 1024,
+                multiline_start: None,
+                multiline_flush: Duration::from_millis(100),
+            },
+            first_start_at_end: false,
+            linger: Duration::ZERO,
+        };
+        let store = FileCheckpoints::load(&dir.path().join("state")).unwrap();
+        let mut tailer = Tailer::new(opts, store, Arc::new(LogStats::default()));
+        let mut enc = LogsEncoder::new();
+        tailer.rescan(&mut enc, 1);
+        let mut read = 0;
+        if read_first {
+            tailer.poll(&mut enc, 1 << 20, 1);
+            assert_eq!(bodies(&mut enc).len(), old_lines);
+            read = old.len() as u64;
+        }
+        // Truncated in place (same inode) and refilled past the offset read so far.
+        let new = content("new", old_lines * 3);
+        rewrite(&log, &new);
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..3 {
+            tailer.poll(&mut enc, 1 << 20, 1);
+            tailer.rescan(&mut enc, 1);
+            for b in bodies(&mut enc) {
+                *seen.entry(b).or_default() += 1;
+            }
+        }
+        let want: BTreeMap<String, usize> = new.lines().map(|l| (l.to_owned(), 1)).collect();
+        assert_eq!(seen, want);
+        tailer.checkpoint();
+        let old_checkpoint = tailer
+            .store
+            .find(&old.as_bytes()[..FINGERPRINT_BYTES])
+            .map(|c| c.offset);
+        assert_eq!(old_checkpoint, Some(read));
+    }
+
+    /// Rewrites `path` in place: truncation keeps the inode, as copytruncate does.
+    fn rewrite(path: &std::path::Path, text: &str) {
+        use std::io::Write as _;
+        let mut f = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn content_replaced_before_the_first_read_is_read_once() {
+        replaced_under_an_open_file(10, false);
+    }
+
+    #[test]
+    fn content_replaced_past_the_read_offset_is_read_once_from_its_start() {
+        replaced_under_an_open_file(4, true);
+    }
 }

@@ -39,6 +39,9 @@ pub(crate) async fn with_spool<T: Send + 'static>(
     .map_err(|e| format!("spool task failed: {e}"))?
 }
 
+/// How long a stopping sender waits for the answer to the request it has in flight.
+const STOP_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 pub(crate) struct Sender {
     pub spool: SharedSpool,
     pub client: Client,
@@ -116,10 +119,18 @@ impl Sender {
                 .iter_mut()
                 .map(|r| std::mem::take(&mut r.payload))
                 .collect();
+            let export = self.client.export(batch.kind, payloads);
+            tokio::pin!(export);
             let outcome = tokio::select! {
-                o = self.client.export(batch.kind, payloads) => o,
-                // Not acknowledged, so sent again after the restart.
-                _ = stop.changed() => break,
+                o = &mut export => o,
+                // The collector may already hold this batch (it stores what it received
+                // even when the sender goes away), so wait for its answer: a batch
+                // acknowledged is deleted instead of sent again after the restart.
+                _ = stop.changed() => match tokio::time::timeout(STOP_ANSWER_WAIT, export).await {
+                    Ok(o) => o,
+                    // Not acknowledged, so sent again after the restart.
+                    Err(_) => break,
+                },
             };
             match outcome {
                 Outcome::Accepted { rejected, message } => {
