@@ -7,7 +7,9 @@
 //!
 //! # Layout
 //! - `labels`: the [`Labels`] set and its builder.
-//! - `storage`: the [`Storage`] trait's in-memory implementation with an inverted index.
+//! - `storage`: the [`Storage`] trait's in-memory implementation with an inverted index;
+//!   `search`: its searches over sorted samples and ids; `memory_hints`: the prefetches
+//!   that keep its reads from waiting on memory one series at a time.
 //! - `engine`: query context, selectors, subqueries, step loop.
 //! - `binary`, `aggregate`, `functions`, `range_functions`, `histogram`: operators.
 //! - [`promqltest`]: the runner for Prometheus's promqltest files.
@@ -19,9 +21,11 @@ mod functions;
 mod histogram;
 mod label_functions;
 mod labels;
+mod memory_hints;
 
 pub mod promqltest;
 mod range_functions;
+mod search;
 mod selectors;
 mod storage;
 #[cfg(test)]

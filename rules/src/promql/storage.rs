@@ -2,9 +2,12 @@
 //! and benchmarks. Equality (and non-empty regex) matchers are answered from postings
 //! so a selector touching 8 of 8,000 series does not scan the other 7,992.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::memory_hints::{prefetch, prefetch_all};
+use super::search::{lower_bound_from_start, tail_partition, window_bounds};
 use super::{
     Labels, LatestVisitor, MatchOp, Matcher, Matchers, Series, SeriesVisitor, Storage, StorageError,
 };
@@ -21,7 +24,7 @@ pub struct MemoryStorage {
     series: Vec<Stored>,
     ids: HashMap<Labels, usize>,
     /// label name → label value → ascending series ids.
-    postings: HashMap<String, HashMap<String, Vec<usize>>>,
+    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize>>>,
     /// One shared copy of every label name and value.
     strings: HashSet<Arc<str>>,
     slabs: Vec<Slab>,
@@ -67,13 +70,19 @@ impl MemoryStorage {
             None => {
                 let id = self.series.len();
                 let labels = labels.interned(&mut self.strings);
+                // Keyed by the pool's shared strings: a new series allocates no key.
+                let shared = |s: &str| self.strings.get(s).cloned().unwrap_or_else(|| s.into());
                 for (n, val) in labels.iter() {
-                    self.postings
-                        .entry(n.to_string())
-                        .or_default()
-                        .entry(val.to_string())
-                        .or_default()
-                        .push(id);
+                    let by_value = match self.postings.get_mut(n) {
+                        Some(m) => m,
+                        None => self.postings.entry(shared(n)).or_default(),
+                    };
+                    match by_value.get_mut(val) {
+                        Some(ids) => ids.push(id),
+                        None => {
+                            by_value.insert(shared(val), vec![id]);
+                        }
+                    }
                 }
                 let name = labels.name().unwrap_or("");
                 let slab = match self.slab_of.get(name) {
@@ -166,7 +175,7 @@ impl MemoryStorage {
         }
         let mut ids: Vec<usize> = self
             .postings
-            .get(&m.name)
+            .get(m.name.as_str())
             .into_iter()
             .flatten()
             .filter(|(v, _)| m.is_match(v))
@@ -185,8 +194,8 @@ impl MemoryStorage {
             .filter(is_eq)
             .map(|m| {
                 self.postings
-                    .get(&m.name)
-                    .and_then(|vs| vs.get(&m.value))
+                    .get(m.name.as_str())
+                    .and_then(|vs| vs.get(m.value.as_str()))
                     .map_or(&[][..], |v| v.as_slice())
             })
             .collect();
@@ -205,13 +214,20 @@ impl MemoryStorage {
         if !lists.is_empty() {
             lists.sort_by_key(|l| l.len());
             let (first, others) = lists
-                .split_first()
-                .map_or((&[][..], &[][..]), |(f, o)| (*f, o));
+                .split_first_mut()
+                .map_or((&[][..], &mut [][..]), |(f, o)| (*f, o));
+            // Each other list is searched from where the previous id was found, not
+            // from its start: the ids ascend, so the search stays near the cursor.
             out.extend(
                 first
                     .iter()
                     .copied()
-                    .filter(|id| others.iter().all(|l| l.binary_search(id).is_ok()))
+                    .filter(|&id| {
+                        others.iter_mut().all(|l| {
+                            *l = &l[lower_bound_from_start(l, id)..];
+                            l.first() == Some(&id)
+                        })
+                    })
                     .filter(|&id| matches(id)),
             );
             return;
@@ -227,81 +243,6 @@ impl MemoryStorage {
     }
 }
 
-/// Index of the first sample with timestamp `>= t` (or `> t` when `after`). Samples
-/// are evenly spaced in practice, so the first probe is where `t` would fall if the
-/// last step were repeated all the way back; a short gallop from there corrects the
-/// guess. Against a store larger than the
-/// caches every probe is a cache miss that depends on the one before, so a good first
-/// guess (two or three misses instead of a dozen) is what makes range reads cheap.
-fn tail_partition(samples: &[(i64, f64)], t: i64, after: bool) -> usize {
-    let before = |ts: i64| if after { ts <= t } else { ts < t };
-    let n = samples.len();
-    if n == 0 || before(samples[n - 1].0) {
-        return n;
-    }
-    if n == 1 {
-        return 0;
-    }
-    // The answer is in [lo, hi]: samples[..lo] are before `t`, samples[hi..] are not.
-    // The oldest sample is not read unless the search gets there: it is usually a
-    // cache line (and a page) the caller never needs.
-    let (mut lo, mut hi) = (0, n - 1);
-    let last = samples[n - 1].0;
-    let step_ms = last.saturating_sub(samples[n - 2].0).max(1);
-    let back = usize::try_from(last.saturating_sub(t) / step_ms).unwrap_or(usize::MAX);
-    let g = (n - 1).saturating_sub(back);
-    let mut step = 1;
-    if before(samples[g].0) {
-        lo = g + 1;
-        while lo + step - 1 < hi {
-            let p = lo + step - 1;
-            if !before(samples[p].0) {
-                hi = p;
-                break;
-            }
-            lo = p + 1;
-            step *= 2;
-        }
-    } else {
-        hi = g;
-        while hi >= lo + step {
-            let p = hi - step;
-            if before(samples[p].0) {
-                lo = p + 1;
-                break;
-            }
-            hi = p;
-            step *= 2;
-        }
-    }
-    lo + samples[lo..hi].partition_point(|&(ts, _)| before(ts))
-}
-
-/// `[lo, hi)`: the samples with `start_ms <= t <= end_ms`. The series of one selector
-/// are sampled alike, so the window usually lies where the previous series' did
-/// (`skip` samples from the newest one, `len` long); two comparisons at each edge
-/// confirm that guess, and the search (with its divisions) runs only when it fails.
-fn window_bounds(
-    samples: &[(i64, f64)],
-    start_ms: i64,
-    end_ms: i64,
-    skip: usize,
-    len: usize,
-) -> (usize, usize) {
-    let n = samples.len();
-    let before_end = |i: usize| samples[i].0 <= end_ms;
-    let before_start = |i: usize| samples[i].0 < start_ms;
-    let hi = match n.checked_sub(skip) {
-        Some(h) if (h == n || !before_end(h)) && (h == 0 || before_end(h - 1)) => h,
-        _ => tail_partition(samples, end_ms, true),
-    };
-    let lo = match hi.checked_sub(len) {
-        Some(l) if (l == hi || !before_start(l)) && (l == 0 || before_start(l - 1)) => l,
-        _ => tail_partition(&samples[..hi], start_ms, false),
-    };
-    (lo, hi)
-}
-
 /// Whether a label set satisfies a selector's matchers (any `or` group).
 pub(crate) fn matches_labels(matchers: &Matchers, l: &Labels) -> bool {
     let group_ok = |g: &[Matcher]| g.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")));
@@ -315,7 +256,24 @@ pub(crate) fn matches_labels(matchers: &Matchers, l: &Labels) -> bool {
 }
 
 impl MemoryStorage {
-    fn matching_ids(&self, matchers: &Matchers) -> Vec<usize> {
+    /// Ids of the series the matchers select, ascending. A selector that is one
+    /// equality matcher (a metric name alone, the usual rule selector) is answered with
+    /// its posting list itself: copying 120,000 ids would cost a fresh allocation
+    /// (page faults included) on every evaluation.
+    fn matching_ids(&self, matchers: &Matchers) -> Cow<'_, [usize]> {
+        if let ([m], []) = (
+            matchers.matchers.as_slice(),
+            matchers.or_matchers.as_slice(),
+        ) && matches!(m.op, MatchOp::Equal)
+            && !m.value.is_empty()
+        {
+            return Cow::Borrowed(
+                self.postings
+                    .get(m.name.as_str())
+                    .and_then(|vs| vs.get(m.value.as_str()))
+                    .map_or(&[][..], |v| v.as_slice()),
+            );
+        }
         let mut ids = Vec::new();
         if matchers.or_matchers.is_empty() {
             self.select_group(&matchers.matchers, &mut ids);
@@ -328,7 +286,7 @@ impl MemoryStorage {
             ids.sort_unstable();
             ids.dedup();
         }
-        ids
+        Cow::Owned(ids)
     }
 }
 
@@ -341,7 +299,7 @@ impl Storage for MemoryStorage {
     ) -> Result<Vec<Series>, StorageError> {
         let ids = self.matching_ids(matchers);
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        for &id in ids.iter() {
             let samples = self.samples(id);
             let hi = tail_partition(samples, end_ms, true);
             let lo = tail_partition(&samples[..hi], start_ms, false);
@@ -363,30 +321,24 @@ impl Storage for MemoryStorage {
         f: &mut SeriesVisitor<'_>,
     ) -> Result<(), StorageError> {
         let ids = self.matching_ids(matchers);
-        let mut windows = Vec::with_capacity(BATCH);
         // Where the previous series' window lay, counted from its newest sample: the
         // series of one selector are sampled alike, so the next window is likely in
-        // the same place and can be read before its exact bounds are known.
+        // the same place and can be fetched before its exact bounds are known.
         let (mut skip, mut len) = (0usize, 1usize);
-        for batch in ids.chunks(BATCH) {
-            let touched = batch.iter().fold(0u64, |acc, &id| {
-                let s = self.samples(id);
-                let hi = s.len().saturating_sub(skip);
-                let lo = hi.saturating_sub(len + 1);
-                acc ^ touch(&s[lo..hi]) ^ s.last().map_or(0, |&(t, _)| t as u64)
-            });
-            std::hint::black_box(touched);
-            windows.clear();
-            for &id in batch {
-                let s = self.samples(id);
-                let (lo, hi) = window_bounds(s, start_ms, end_ms, skip, len);
-                if lo < hi {
-                    windows.push((&self.series[id].labels, &s[lo..hi]));
-                    (skip, len) = (s.len() - hi, hi - lo);
-                }
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(&ahead) = ids.get(i + 2 * AHEAD) {
+                prefetch(&self.series[ahead]);
             }
-            for &(labels, window) in &windows {
-                f(labels, window);
+            if let Some(&ahead) = ids.get(i + AHEAD) {
+                let s = self.samples(ahead);
+                let hi = s.len().saturating_sub(skip);
+                prefetch_all(&s[hi.saturating_sub(len + 1)..hi]);
+            }
+            let s = self.samples(id);
+            let (lo, hi) = window_bounds(s, start_ms, end_ms, skip, len);
+            if lo < hi {
+                f(&self.series[id].labels, &s[lo..hi]);
+                (skip, len) = (s.len() - hi, hi - lo);
             }
         }
         Ok(())
@@ -413,45 +365,34 @@ impl Storage for MemoryStorage {
         f: &mut LatestVisitor<'_>,
     ) -> Result<(), StorageError> {
         let ids = self.matching_ids(matchers);
-        let mut found = Vec::with_capacity(BATCH);
-        for batch in ids.chunks(BATCH) {
-            // Only the newest samples are read ahead, not the label sets: a selector
-            // under a filter (`x > 0`) looks at the labels of the few samples it keeps.
-            let touched = batch.iter().fold(0u64, |acc, &id| {
-                acc ^ self.samples(id).last().map_or(0, |&(t, _)| t as u64)
-            });
-            std::hint::black_box(touched);
-            found.clear();
-            for &id in batch {
-                let s = self.samples(id);
-                let hi = tail_partition(s, t_ms, true);
-                if let Some(&(t, v)) = hi.checked_sub(1).map(|i| &s[i])
-                    && t > t_ms - lookback_ms
-                {
-                    found.push((&self.series[id].labels, t, v));
-                }
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(&ahead) = ids.get(i + 2 * AHEAD) {
+                prefetch(&self.series[ahead]);
             }
-            for &(l, t, v) in &found {
-                f(l, t, v);
+            // Only the newest samples are fetched ahead, not the label sets: a
+            // selector under a filter (`x > 0`) looks at the labels of the few samples
+            // it keeps.
+            if let Some(&ahead) = ids.get(i + AHEAD) {
+                let s = self.samples(ahead);
+                prefetch_all(&s[s.len().saturating_sub(1)..]);
+            }
+            let s = self.samples(id);
+            let hi = tail_partition(s, t_ms, true);
+            if let Some(&(t, v)) = hi.checked_sub(1).map(|i| &s[i])
+                && t > t_ms - lookback_ms
+            {
+                f(&self.series[id].labels, t, v);
             }
         }
         Ok(())
     }
 }
 
-/// Series read per batch by the visiting selects.
-const BATCH: usize = 32;
-
-/// Reads one word per cache line of a window (64-byte lines hold four samples). The
-/// visiting selects do this for a whole batch of series in a loop that does nothing
-/// else, so the CPU overlaps these cache misses instead of waiting for them one series
-/// after another, and the exact search and the visitor that follow find them cached.
-fn touch(samples: &[(i64, f64)]) -> u64 {
-    samples
-        .iter()
-        .step_by(4)
-        .fold(0, |acc, &(t, _)| acc ^ t as u64)
-}
+/// How many series ahead of the one being read the visiting selects fetch its
+/// samples (and twice as far ahead its entry in the series table), so that the cache
+/// misses of many series overlap with each other and with the work on the series
+/// whose samples are there already, instead of being waited for one after another.
+const AHEAD: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -492,52 +433,30 @@ mod tests {
     }
 
     #[test]
-    fn tail_partition_matches_partition_point() {
-        // Even spacing (the first guess is right), uneven spacing with a long gap and
-        // bursts (the guess is far off), and the smallest series.
-        let even: Vec<i64> = (0..37).map(|i| i * 10).collect();
-        let uneven: Vec<i64> = (0..40)
-            .map(|i: i64| if i < 30 { i } else { 200 + i * i })
+    fn intersection_of_postings_and_matchers() {
+        let mut s = MemoryStorage::new();
+        for i in 0..300 {
+            let (a, b, n) = ((i % 3).to_string(), (i % 7).to_string(), i.to_string());
+            let l = Labels::from_pairs([("__name__", "m"), ("a", &a), ("b", &b), ("i", &n)]);
+            s.add(l, 0, i as f64);
+        }
+        let m = Matchers::new(vec![
+            Matcher::new(MatchOp::Equal, "__name__", "m"),
+            Matcher::new(MatchOp::Equal, "a", "1"),
+            Matcher::new(MatchOp::Equal, "b", "4"),
+        ]);
+        let got: Vec<f64> = s
+            .select_latest(&m, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, v)| v)
             .collect();
-        let squares: Vec<i64> = (0..25).map(|i: i64| i * i - 30).collect();
-        for ts in [even, uneven, squares, vec![7], vec![3, 4]] {
-            let samples: Vec<(i64, f64)> = ts.iter().map(|&t| (t, 0.0)).collect();
-            for t in -40..1900 {
-                for after in [false, true] {
-                    let want =
-                        samples.partition_point(|&(ts, _)| if after { ts <= t } else { ts < t });
-                    assert_eq!(
-                        tail_partition(&samples, t, after),
-                        want,
-                        "t={t} after={after} samples={ts:?}"
-                    );
-                }
-            }
-        }
-        assert_eq!(tail_partition(&[], 5, true), 0);
-    }
-
-    #[test]
-    fn window_bounds_matches_partition_point_whatever_the_guess() {
-        // Right guesses, wrong guesses in both directions, and guesses past either end.
-        let even: Vec<(i64, f64)> = (0..61).map(|i| (i * 15, 0.0)).collect();
-        let uneven: Vec<(i64, f64)> = (0..30).map(|i: i64| (i * i, 0.0)).collect();
-        for samples in [even, uneven, vec![(5, 0.0)], vec![]] {
-            for (start, end) in [(0, 900), (601, 900), (300, 599), (-50, -10), (950, 990)] {
-                let want_hi = samples.partition_point(|&(t, _)| t <= end);
-                let want_lo = samples[..want_hi].partition_point(|&(t, _)| t < start);
-                for skip in 0..samples.len() + 3 {
-                    for len in 0..samples.len() + 3 {
-                        assert_eq!(
-                            window_bounds(&samples, start, end, skip, len),
-                            (want_lo, want_hi),
-                            "[{start}, {end}] skip={skip} len={len} n={}",
-                            samples.len()
-                        );
-                    }
-                }
-            }
-        }
+        let want: Vec<f64> = (0..300)
+            .filter(|i| i % 3 == 1 && i % 7 == 4)
+            .map(|i| i as f64)
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(want.len(), 15);
     }
 
     /// Series filled in turn (each moving to a larger region while the others are in
