@@ -196,26 +196,8 @@ impl Collector {
 
     /// SIGTERM, then waits for the exit (SIGKILL after `timeout`, which is an error).
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let mut guard = self.child.take().context("the collector is not running")?;
-        let pid = libc::pid_t::try_from(guard.0.id()).context("pid out of range")?;
-        // SAFETY: kill(2) on the pid of a child we own and have not yet reaped.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        ensure!(
-            rc == 0,
-            "kill -TERM {pid}: {}",
-            std::io::Error::last_os_error()
-        );
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = guard.0.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                drop(guard);
-                bail!("vigil-collector did not exit within {timeout:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let guard = self.child.take().context("the collector is not running")?;
+        terminate_child(guard, "vigil-collector", timeout)
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -326,26 +308,7 @@ impl ShippingAgent {
 
     /// SIGTERM, then waits for the exit (SIGKILL after `timeout`, which is an error).
     pub fn terminate(self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let mut guard = self._child;
-        let pid = libc::pid_t::try_from(guard.0.id()).context("pid out of range")?;
-        // SAFETY: kill(2) on the pid of a child we own and have not yet reaped.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        ensure!(
-            rc == 0,
-            "kill -TERM {pid}: {}",
-            std::io::Error::last_os_error()
-        );
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = guard.0.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                drop(guard);
-                bail!("vigil-agent did not exit within {timeout:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate_child(self._child, "vigil-agent", timeout)
     }
 
     /// SIGKILL: no chance to flush or save anything.
@@ -354,6 +317,34 @@ impl ShippingAgent {
         guard.0.kill().context("kill -9 vigil-agent")?;
         guard.0.wait()?;
         Ok(())
+    }
+}
+
+/// SIGTERM to `guard`'s child, then waits for its exit; past `timeout` the guard
+/// kills it (SIGKILL) and that is an error.
+fn terminate_child(
+    mut guard: ChildGuard,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<ExitStatus> {
+    let pid = libc::pid_t::try_from(guard.0.id()).context("pid out of range")?;
+    // SAFETY: kill(2) on the pid of a child we own and have not yet reaped.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    ensure!(
+        rc == 0,
+        "kill -TERM {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = guard.0.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            drop(guard);
+            bail!("{what} did not exit within {timeout:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -13,8 +13,10 @@ use anyhow::{Context as _, ensure};
 use serde_json::Value;
 use vigil_proto::actions::{Action, ActionList, Decision};
 
-use crate::collector::{Collector, api_data, api_json, url_encode, wait_for};
-use crate::http_request;
+use crate::collector::{
+    Collector, ShippingAgent, api_data, api_json, sum_of, url_encode, wait_for,
+};
+use crate::{Response, http_request};
 
 /// A recovery directory (`--recovery-dir`) as an administrator makes one: mode 0755,
 /// owned by whoever runs the test (the agent's own user), with scripts that record what
@@ -167,34 +169,62 @@ pub fn wait_action(
     )
 }
 
+/// An agent of 8 simulated GPUs whose faults come from `faults`, with `rec` as its
+/// recovery directory, started and holding the collector's control stream (the only
+/// agent: the collector counts one).
+pub fn start_recovering_agent(
+    dir: &Path,
+    node: &str,
+    collector: &Collector,
+    rec: &RecoveryDir,
+    faults: &Path,
+) -> anyhow::Result<ShippingAgent> {
+    let faults_arg = faults.display().to_string();
+    let agent = ShippingAgent::start(
+        dir,
+        node,
+        collector,
+        &[
+            "--simulate-faults",
+            &faults_arg,
+            "--recovery-dir",
+            &rec.arg(),
+        ],
+    )?;
+    wait_for(
+        Duration::from_secs(30),
+        "the agent on the control channel",
+        || {
+            let s = collector.self_metrics()?;
+            Ok((sum_of(&s, "vigil_recovery_agents_connected", &[]) == Some(1.0)).then_some(()))
+        },
+    )?;
+    Ok(agent)
+}
+
 /// POST `body` as JSON to `path` on the collector; the response's JSON, which must be
 /// 200 and `success`.
 pub fn post_json(collector: &Collector, path: &str, body: &Value) -> anyhow::Result<Value> {
+    api_data(&post(collector, path, body)?, &format!("POST {path}"))
+}
+
+/// POST `body` as JSON to `path` on the collector, with its token.
+fn post(collector: &Collector, path: &str, body: &Value) -> anyhow::Result<Response> {
     let auth = collector.auth_header();
     let mut headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("Content-Type", "application/json"));
-    let response = http_request(
+    http_request(
         collector.listen,
         "POST",
         path,
         &headers,
         body.to_string().as_bytes(),
-    )?;
-    api_data(&response, &format!("POST {path}"))
+    )
 }
 
 /// POST to `path` without checking the answer: its status and JSON body.
 pub fn post_raw(collector: &Collector, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-    let auth = collector.auth_header();
-    let mut headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    headers.push(("Content-Type", "application/json"));
-    let response = http_request(
-        collector.listen,
-        "POST",
-        path,
-        &headers,
-        body.to_string().as_bytes(),
-    )?;
+    let response = post(collector, path, body)?;
     Ok((
         response.status,
         api_json(&response, &format!("POST {path}"))?,

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use vigil_e2e::alerting::{FaultFile, Faults};
-use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, series_of, sum_of, wait_for};
+use vigil_e2e::collector::{Collector, TestDir, series_of, sum_of, wait_for};
 use vigil_e2e::recovery::{
-    RecoveryDir, actions, actions_of, check_action_id, collector_config, kill_switch, wait_action,
+    RecoveryDir, actions, actions_of, check_action_id, collector_config, kill_switch,
+    start_recovering_agent, wait_action,
 };
 use vigil_proto::actions::{ActionState, Decision};
 
@@ -95,26 +96,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
     let collector = Collector::start(dir, None, &["--rules", &rules_arg, "--config", &config_arg])?;
     let faults = FaultFile::new(dir.join("faults.toml"));
     faults.write(&Faults::default())?;
-    let faults_arg = faults.path.display().to_string();
-    let _agent = ShippingAgent::start(
-        dir,
-        NODE,
-        &collector,
-        &[
-            "--simulate-faults",
-            &faults_arg,
-            "--recovery-dir",
-            &rec.arg(),
-        ],
-    )?;
-    wait_for(
-        Duration::from_secs(30),
-        "the agent on the control channel",
-        || {
-            let s = collector.self_metrics()?;
-            Ok((sum_of(&s, "vigil_recovery_agents_connected", &[]) == Some(1.0)).then_some(()))
-        },
-    )?;
+    let _agent = start_recovering_agent(dir, NODE, &collector, &rec, &faults.path)?;
     wait_for(Duration::from_secs(30), "the Xid counters", || {
         let n = series_of(&collector.query(
             r#"vigil_gpu_xid_errors_total{xid=~"79|48|63",gpu=~"1|2|4"}"#,

@@ -803,7 +803,8 @@ impl Policy {
 
     /// Approves an action awaiting approval: it is queued for its node's agent (the
     /// cap still applies when it is handed out).
-    pub fn approve(&mut self, id: &str, by: &str, now_ms: i64) -> Result<Vec<Event>, PolicyError> {
+    /// The entry `id`, when it awaits approval.
+    fn awaiting(&self, id: &str) -> Result<&Record, PolicyError> {
         let r = self
             .get(id)
             .ok_or_else(|| PolicyError::NotFound(id.into()))?;
@@ -813,6 +814,11 @@ impl Policy {
                 state: r.state.as_str(),
             });
         }
+        Ok(r)
+    }
+
+    pub fn approve(&mut self, id: &str, by: &str, now_ms: i64) -> Result<Vec<Event>, PolicyError> {
+        let r = self.awaiting(id)?;
         if self.kill.engaged {
             return Err(PolicyError::KillSwitch);
         }
@@ -833,15 +839,7 @@ impl Policy {
     /// Rejects an action awaiting approval. Its script's cooldown starts, so the still
     /// firing alert does not ask again at once.
     pub fn reject(&mut self, id: &str, by: &str, now_ms: i64) -> Result<Vec<Event>, PolicyError> {
-        let r = self
-            .get(id)
-            .ok_or_else(|| PolicyError::NotFound(id.into()))?;
-        if r.state != ActionState::AwaitingApproval {
-            return Err(PolicyError::NotAwaiting {
-                id: id.into(),
-                state: r.state.as_str(),
-            });
-        }
+        let r = self.awaiting(id)?;
         let run_key = (r.node.clone(), r.script.clone());
         let updated = self
             .update(id, now_ms, |r| {

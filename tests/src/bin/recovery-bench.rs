@@ -26,10 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use vigil_e2e::alerting::{FaultFile, Faults, rfc3339_ms};
-use vigil_e2e::collector::{
-    Collector, ShippingAgent, TestDir, now_secs, series_of, sum_of, wait_for,
+use vigil_e2e::collector::{Collector, TestDir, now_secs, series_of, wait_for};
+use vigil_e2e::recovery::{
+    RecoveryDir, actions_of, check_action_id, collector_config, start_recovering_agent,
 };
-use vigil_e2e::recovery::{RecoveryDir, actions_of, check_action_id, collector_config};
 use vigil_proto::actions::{ActionState, Decision};
 
 const USAGE: &str = "usage: recovery-bench [--trials N] [--trial-timeout-secs S]";
@@ -137,26 +137,7 @@ fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<bool> {
     let faults = FaultFile::new(dir.join("faults.toml"));
     let mut injected = Faults::default();
     faults.write(&injected)?;
-    let faults_arg = faults.path.display().to_string();
-    let _agent = ShippingAgent::start(
-        dir,
-        NODE,
-        &collector,
-        &[
-            "--simulate-faults",
-            &faults_arg,
-            "--recovery-dir",
-            &rec.arg(),
-        ],
-    )?;
-    wait_for(
-        Duration::from_secs(30),
-        "the agent on the control channel",
-        || {
-            let s = collector.self_metrics()?;
-            Ok((sum_of(&s, "vigil_recovery_agents_connected", &[]) == Some(1.0)).then_some(()))
-        },
-    )?;
+    let _agent = start_recovering_agent(dir, NODE, &collector, &rec, &faults.path)?;
     let want = GPUS * XIDS.len();
     wait_for(
         Duration::from_secs(30),
