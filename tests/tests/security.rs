@@ -26,9 +26,8 @@ enum Needs {
     Admin,
 }
 
-/// Every route of the HTTP API, with the role it needs. Routes other sessions are
-/// still adding (actions) are listed too: the auth layer answers before routing, so a
-/// token is refused the same whether the handler exists yet or not.
+/// Every route of the HTTP API, with the role it needs (the auth layer answers before
+/// routing, so a token is refused the same whatever the handler would say).
 const ROUTES: &[(&str, &str, Needs)] = &[
     ("GET", "/metrics", Needs::Read),
     ("GET", "/api/v1/query?query=1", Needs::Read),
@@ -65,6 +64,9 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/api/v1/silences", Needs::Admin),
     ("DELETE", "/api/v1/silences/0000", Needs::Admin),
     ("POST", "/api/v1/actions/1/approve", Needs::Admin),
+    ("POST", "/api/v1/actions/1/reject", Needs::Admin),
+    ("POST", "/api/v1/actions/kill-switch", Needs::Admin),
+    ("GET", "/api/v1/logs/search?q=x", Needs::Read),
     // Not a route at all: a state-changing method is admin by default.
     ("PUT", "/api/v1/no-such-route", Needs::Admin),
 ];
