@@ -320,3 +320,67 @@ async fn an_action_sent_before_a_reconnect_is_sent_again_and_runs_once() {
         ActionState::Failed
     );
 }
+
+/// A collector stopping with agents connected: their streams end, so the gRPC server's
+/// graceful shutdown is not held up by agents that never hang up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_ends_the_agents_streams_so_the_server_can_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let rem = Remediation::open(
+        RecoveryConfig::default(),
+        dir.path(),
+        None,
+        None,
+        String::new(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ControlServer::new(Arc::clone(&rem)))
+            .serve_with_incoming_shutdown(
+                vigil_collector::tls::Incoming::new(listener, None, vigil_collector::tls::Alpn::H2)
+                    .into_stream(),
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
+    );
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut stream = grpc
+        .server_streaming(
+            tonic::Request::new(Hello {
+                node: "n1".into(),
+                ..Hello::default()
+            }),
+            PathAndQuery::from_static(wire::CONNECT),
+            ProstCodec::<Hello, Command>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rem.connected().is_empty() {
+        assert!(Instant::now() < deadline, "the agent never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What the collector does on SIGTERM: the server drains while recovery closes.
+    stop_tx.send(()).unwrap();
+    rem.close_streams();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server did not stop within 5 s with an agent connected")
+        .unwrap()
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the agent's stream did not end");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    assert!(rem.connected().is_empty());
+}

@@ -83,6 +83,9 @@ pub struct Remediation {
     external_url: String,
     escalations_sent: std::sync::atomic::AtomicU64,
     journal_errors: std::sync::atomic::AtomicU64,
+    /// Set when the collector stops: every control stream ends, so the gRPC server's
+    /// graceful shutdown does not wait for agents that never hang up.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why an operator's request could not be done.
@@ -126,6 +129,7 @@ impl Remediation {
             external_url,
             escalations_sent: std::sync::atomic::AtomicU64::new(0),
             journal_errors: std::sync::atomic::AtomicU64::new(0),
+            closing: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -250,6 +254,10 @@ impl Remediation {
         hello: &vigil_proto::control::Hello,
     ) -> mpsc::Receiver<Result<Command, tonic::Status>> {
         let (tx, rx) = mpsc::channel(256);
+        if *self.closing.borrow() {
+            // Stopping: the stream ends at once and the agent tries again later.
+            return rx;
+        }
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -278,11 +286,15 @@ impl Remediation {
         // tells that the agent is gone.
         let me = Arc::clone(self);
         let node = hello.node.clone();
+        let mut closing = self.closing.subscribe();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             tick.tick().await;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = closing.wait_for(|c| *c) => break,
+                }
                 if tx.send(Ok(Command { action: None })).await.is_err() {
                     break;
                 }
@@ -445,8 +457,17 @@ impl Remediation {
         sink.send(alerts);
     }
 
+    /// Ends every control stream, now and for agents that connect from now on.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+        let closed = std::mem::take(&mut *lock(&self.connections));
+        if !closed.is_empty() {
+            tracing::info!(agents = closed.len(), "closing the agents' control streams");
+        }
+    }
+
     /// Housekeeping until `stop`: expiries, dispatch of queued actions as slots free,
-    /// escalation re-sends, journal compaction.
+    /// escalation re-sends, journal compaction. At `stop` the control streams end.
     pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(TICK);
@@ -454,7 +475,10 @@ impl Remediation {
         let mut last_resend = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = &mut stop => break,
+                _ = &mut stop => {
+                    self.close_streams();
+                    break;
+                }
                 _ = tick.tick() => {}
             }
             let me = Arc::clone(&self);
