@@ -380,14 +380,23 @@ async fn a_record_refused_as_malformed_is_dropped_alone() -> Result<()> {
         },
     )
     .await?;
+    // The endpoint serves the latest collection's counters, which may predate the drop
+    // by one interval: wait for a collection that saw it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dropped = loop {
+        let dropped = scrape(
+            agent.metrics,
+            "vigil_agent_spool_dropped_records_total{kind=\"metrics\"}",
+        )
+        .await?;
+        if dropped >= 1.0 || Instant::now() > deadline {
+            break dropped;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let rejected = scrape(
         agent.metrics,
         "vigil_agent_ship_requests_total{result=\"rejected\"}",
-    )
-    .await?;
-    let dropped = scrape(
-        agent.metrics,
-        "vigil_agent_spool_dropped_records_total{kind=\"metrics\"}",
     )
     .await?;
     agent.stop().await?;
