@@ -64,6 +64,27 @@ async fn serve(rem: Arc<Remediation>) -> Channel {
         .connect_lazy()
 }
 
+/// An agent's control stream, opened as `hello`.
+async fn connect(channel: &Channel, hello: Hello) -> tonic::Streaming<Command> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    grpc.server_streaming(
+        tonic::Request::new(hello),
+        PathAndQuery::from_static(wire::CONNECT),
+        ProstCodec::<Hello, Command>::default(),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn hello(node: &str) -> Hello {
+    Hello {
+        node: node.into(),
+        ..Hello::default()
+    }
+}
+
 async fn report(channel: &Channel, r: Report) {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
@@ -85,21 +106,15 @@ async fn node(
     peak: Arc<AtomicUsize>,
     ran: Arc<Mutex<HashMap<String, Vec<String>>>>,
 ) {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready().await.unwrap();
-    let mut stream = grpc
-        .server_streaming(
-            tonic::Request::new(Hello {
-                node: name.clone(),
-                agent_version: "test".into(),
-                scripts: vec!["reset-gpu".into()],
-            }),
-            PathAndQuery::from_static(wire::CONNECT),
-            ProstCodec::<Hello, Command>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = connect(
+        &channel,
+        Hello {
+            node: name.clone(),
+            agent_version: "test".into(),
+            scripts: vec!["reset-gpu".into()],
+        },
+    )
+    .await;
     while let Ok(Some(cmd)) = stream.message().await {
         let Some(action) = cmd.action else { continue };
         assert_eq!(action.node, name);
@@ -256,27 +271,12 @@ async fn an_action_sent_before_a_reconnect_is_sent_again_and_runs_once() {
     )
     .unwrap();
     let channel = serve(Arc::clone(&rem)).await;
-    let connect = || async {
-        let mut grpc = tonic::client::Grpc::new(channel.clone());
-        grpc.ready().await.unwrap();
-        grpc.server_streaming(
-            tonic::Request::new(Hello {
-                node: "n1".into(),
-                ..Hello::default()
-            }),
-            PathAndQuery::from_static(wire::CONNECT),
-            ProstCodec::<Hello, Command>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner()
-    };
-    let mut first = connect().await;
+    let mut first = connect(&channel, hello("n1")).await;
     rem.observe_rule("r", &[alert("n1")], now_ms());
     let a = first.message().await.unwrap().unwrap().action.unwrap();
     // The connection drops before the agent reports anything.
     drop(first);
-    let mut second = connect().await;
+    let mut second = connect(&channel, hello("n1")).await;
     let again = second.message().await.unwrap().unwrap().action.unwrap();
     assert_eq!(
         again.id, a.id,
@@ -351,20 +351,7 @@ async fn stopping_ends_the_agents_streams_so_the_server_can_stop() {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let mut stream = grpc
-        .server_streaming(
-            tonic::Request::new(Hello {
-                node: "n1".into(),
-                ..Hello::default()
-            }),
-            PathAndQuery::from_static(wire::CONNECT),
-            ProstCodec::<Hello, Command>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = connect(&channel, hello("n1")).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while rem.connected().is_empty() {
         assert!(Instant::now() < deadline, "the agent never connected");

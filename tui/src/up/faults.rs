@@ -411,88 +411,98 @@ mod tests {
         assert!(old < new, "{text}");
     }
 
+    /// The injector on one node in a temporary directory, with a resets folder.
+    struct Injector {
+        _dir: tempfile::TempDir,
+        file: PathBuf,
+        resets: PathBuf,
+        stop: tokio::sync::watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Injector {
+        fn start(schedule: Schedule) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("faults.toml");
+            let resets = dir.path().join("resets");
+            std::fs::create_dir(&resets).unwrap();
+            let targets = vec![Target {
+                name: "demo-node-1".into(),
+                faults_file: file.clone(),
+                resets_dir: Some(resets.clone()),
+            }];
+            let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(run(targets, schedule, Say::quiet(), async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            }));
+            Injector {
+                _dir: dir,
+                file,
+                resets,
+                stop,
+                task,
+            }
+        }
+
+        fn read(&self) -> String {
+            std::fs::read_to_string(&self.file).unwrap_or_default()
+        }
+
+        /// Waits (up to 2 s) until the file does (`want`) or does not hold the ECC fault.
+        async fn wait_ecc(&self, want: bool) {
+            for _ in 0..200 {
+                let text = self.read();
+                if text.contains("ecc_dbe_volatile = 1") == want && !text.is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "the fault was never {}",
+                if want { "injected" } else { "cleared" }
+            );
+        }
+
+        async fn stop(self) {
+            self.stop.send_replace(true);
+            self.task.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn injects_then_clears_on_schedule() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("faults.toml");
-        let resets = dir.path().join("resets");
-        std::fs::create_dir(&resets).unwrap();
-        let targets = vec![Target {
-            name: "demo-node-1".into(),
-            faults_file: file.clone(),
-            resets_dir: Some(resets.clone()),
-        }];
-        let schedule = Schedule {
+        let injector = Injector::start(Schedule {
             first_after: Duration::from_millis(50),
             every: Duration::from_secs(3600),
             held_for: Duration::from_millis(400),
-        };
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run(targets, schedule, Say::quiet(), async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        }));
-        let wait_for = |want: bool| {
-            let file = file.clone();
-            async move {
-                for _ in 0..200 {
-                    let text = std::fs::read_to_string(&file).unwrap_or_default();
-                    if text.contains("ecc_dbe_volatile = 1") == want && !text.is_empty() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                panic!(
-                    "the fault was never {}",
-                    if want { "injected" } else { "cleared" }
-                );
-            }
-        };
-        wait_for(true).await;
-        wait_for(false).await;
-        stop_tx.send_replace(true);
-        task.await.unwrap();
+        });
+        injector.wait_ecc(true).await;
+        injector.wait_ecc(false).await;
+        injector.stop().await;
     }
 
     #[tokio::test]
     async fn a_reset_request_clears_the_ecc_fault_before_its_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("faults.toml");
-        let resets = dir.path().join("resets");
-        std::fs::create_dir(&resets).unwrap();
-        let targets = vec![Target {
-            name: "demo-node-1".into(),
-            faults_file: file.clone(),
-            resets_dir: Some(resets.clone()),
-        }];
         // Held for an hour: only the reset can clear it within the test.
-        let schedule = Schedule {
+        let injector = Injector::start(Schedule {
             first_after: Duration::from_millis(10),
             every: Duration::from_secs(3600),
             held_for: Duration::from_secs(3600),
-        };
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run(targets, schedule, Say::quiet(), async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        }));
-        let read = || std::fs::read_to_string(&file).unwrap_or_default();
-        for _ in 0..200 {
-            if read().contains("ecc_dbe_volatile = 1") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        });
+        injector.wait_ecc(true).await;
         let gpu = plan(0, 1).gpu;
-        assert!(read().contains(&format!("index = {gpu}\necc_dbe_volatile = 1")));
-        std::fs::write(resets.join("act-1"), format!("{gpu}\n")).unwrap();
-        for _ in 0..200 {
-            if !read().contains("ecc_dbe_volatile") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!read().contains("ecc_dbe_volatile"), "{}", read());
-        assert!(!resets.join("act-1").exists(), "the request was taken");
-        stop_tx.send_replace(true);
-        task.await.unwrap();
+        assert!(
+            injector
+                .read()
+                .contains(&format!("index = {gpu}\necc_dbe_volatile = 1"))
+        );
+        std::fs::write(injector.resets.join("act-1"), format!("{gpu}\n")).unwrap();
+        injector.wait_ecc(false).await;
+        assert!(!injector.read().contains("ecc_dbe_volatile"));
+        assert!(
+            !injector.resets.join("act-1").exists(),
+            "the request was taken"
+        );
+        injector.stop().await;
     }
 }
