@@ -113,6 +113,25 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// `vigil ARGS... --collector URL` against this collector; its stdout when it
+    /// succeeds.
+    pub fn vigil(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(binary("vigil")?)
+            .args(args)
+            .args(["--collector", &format!("http://{}", self.listen)])
+            .output()
+            .context("running vigil")?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        ensure!(
+            output.status.success(),
+            "vigil {args:?} exited with {}: {}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(stdout)
+    }
+
     /// Starts a collector in `dir` (data in `dir/collector-data`, log in
     /// `dir/collector.log`), waits until /readyz answers 200.
     pub fn start(dir: &Path, token: Option<&str>, extra_args: &[&str]) -> anyhow::Result<Self> {

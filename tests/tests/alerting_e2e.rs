@@ -20,7 +20,6 @@
 //! The 60 s outage sets the test's length (about 90 s).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -29,7 +28,6 @@ use vigil_e2e::alerting::{
     FaultFile, Faults, SmtpSink, TestCertificate, WebhookListener, aiosmtpd_installed, bodies_with,
     check_webhook_shape, gpu_pack_with_timers, peers_present,
 };
-use vigil_e2e::binary;
 use vigil_e2e::collector::{
     Collector, ShippingAgent, TestDir, series_of, sum_of, url_encode, wait_for,
 };
@@ -106,24 +104,6 @@ inhibit_rules:
         oncall_url = oncall.url("/oncall"),
         outage_url = outage.url("/outage"),
     )
-}
-
-/// `vigil ARGS... --collector URL`; its stdout when it succeeds.
-fn vigil(collector: &Collector, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(binary("vigil")?)
-        .args(args)
-        .args(["--collector", &format!("http://{}", collector.listen)])
-        .output()
-        .context("running vigil")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    ensure!(
-        output.status.success(),
-        "vigil {args:?} exited with {}: {}{}",
-        output.status,
-        stdout,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(stdout)
 }
 
 fn labels<'a>(alertname: &'a str, node: &'a str, gpu: &'a str) -> [(&'a str, &'a str); 3] {
@@ -329,9 +309,8 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
 
     // 3. A silence made as an operator would, then GPU 0 runs hot under it while GPU 1
     // (not silenced) reports Xid 79.
-    let silence_id = vigil(
-        &collector,
-        &[
+    let silence_id = collector
+        .vigil(&[
             "silence",
             "add",
             &format!("alertname={HOT}"),
@@ -343,12 +322,11 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
             "e2e: GPU 0 under maintenance",
             "--author",
             "e2e",
-        ],
-    )?
-    .trim()
-    .to_owned();
+        ])?
+        .trim()
+        .to_owned();
     ensure!(!silence_id.is_empty(), "vigil silence add printed no id");
-    let listed: Value = serde_json::from_str(&vigil(&collector, &["silence", "list", "--json"])?)?;
+    let listed: Value = serde_json::from_str(&collector.vigil(&["silence", "list", "--json"])?)?;
     let silence = listed
         .as_array()
         .and_then(|l| l.iter().find(|s| s["id"] == silence_id.as_str()))
@@ -357,7 +335,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
         silence["status"]["state"] == "active" && silence["createdBy"] == "e2e",
         "{silence}"
     );
-    let table = vigil(&collector, &["silence", "list"])?;
+    let table = collector.vigil(&["silence", "list"])?;
     ensure!(
         table.contains(&silence_id) && table.contains("alertname=\"GpuTemperatureNearSlowdown\""),
         "{table}"
@@ -386,13 +364,11 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
             "GPU {gpu} of {MUTE_NODE} was notified although muted: {leaked:?}"
         );
     }
-    let expired = vigil(&collector, &["silence", "expire", &silence_id])?;
+    let expired = collector.vigil(&["silence", "expire", &silence_id])?;
     ensure!(expired.contains(&silence_id), "{expired}");
     wait_body(&oncall, &labels(HOT, MUTE_NODE, "0"), "firing")?;
-    let listed: Value = serde_json::from_str(&vigil(
-        &collector,
-        &["silence", "list", "--expired", "--json"],
-    )?)?;
+    let listed: Value =
+        serde_json::from_str(&collector.vigil(&["silence", "list", "--expired", "--json"])?)?;
     ensure!(
         listed.as_array().is_some_and(|l| l
             .iter()
@@ -412,7 +388,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
     }
 
     // The CLI's view of the same.
-    let table = vigil(&collector, &["alerts"])?;
+    let table = collector.vigil(&["alerts"])?;
     ensure!(
         table.lines().any(|l| l.starts_with("firing")
             && l.contains(OFF_BUS)
@@ -420,26 +396,23 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
             && l.contains("critical")),
         "`vigil alerts` lacks the firing {OFF_BUS} of {FAULT_NODE}:\n{table}"
     );
-    let json: Value = serde_json::from_str(&vigil(&collector, &["alerts", "--json"])?)?;
+    let json: Value = serde_json::from_str(&collector.vigil(&["alerts", "--json"])?)?;
     ensure!(
         json.as_array()
             .is_some_and(|a| a.iter().any(|a| a["labels"]["alertname"] == OFF_BUS)),
         "{json}"
     );
-    let events: Value = serde_json::from_str(&vigil(
-        &collector,
-        &[
-            "alerts",
-            "history",
-            "--since",
-            "10m",
-            "--alertname",
-            HOT,
-            "--node",
-            FAULT_NODE,
-            "--json",
-        ],
-    )?)?;
+    let events: Value = serde_json::from_str(&collector.vigil(&[
+        "alerts",
+        "history",
+        "--since",
+        "10m",
+        "--alertname",
+        HOT,
+        "--node",
+        FAULT_NODE,
+        "--json",
+    ])?)?;
     let kinds: Vec<&str> = events
         .as_array()
         .context("history --json is not a list")?
@@ -450,17 +423,14 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
     for kind in ["firing", "resolved", "notified"] {
         ensure!(kinds.contains(&kind), "no {kind} in the history: {kinds:?}");
     }
-    let table = vigil(
-        &collector,
-        &[
-            "alerts",
-            "history",
-            "--alertname",
-            HOT,
-            "--node",
-            FAULT_NODE,
-        ],
-    )?;
+    let table = collector.vigil(&[
+        "alerts",
+        "history",
+        "--alertname",
+        HOT,
+        "--node",
+        FAULT_NODE,
+    ])?;
     ensure!(
         table.contains("resolved") && table.contains(FAULT_NODE),
         "{table}"

@@ -19,13 +19,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use serde_json::Value;
 use vigil_e2e::alerting::{FaultFile, Faults};
-use vigil_e2e::binary;
 use vigil_e2e::collector::{Collector, ShippingAgent, TestDir, series_of, sum_of, wait_for};
 use vigil_e2e::recovery::{
     RecoveryDir, actions_of, alerts_named, check_action_id, collector_config, search_logs,
@@ -66,24 +64,6 @@ fn xid_runs_the_recovery_script_with_its_environment_logs_and_approval() -> anyh
     let dir = TestDir::new("recovery-e2e")?;
     let result = scenario(dir.path());
     dir.finish(result)
-}
-
-/// `vigil ARGS... --collector URL`; its stdout when it succeeds.
-fn vigil(collector: &Collector, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(binary("vigil")?)
-        .args(args)
-        .args(["--collector", &format!("http://{}", collector.listen)])
-        .output()
-        .context("running vigil")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    ensure!(
-        output.status.success(),
-        "vigil {args:?} exited with {}: {}{}",
-        output.status,
-        stdout,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(stdout)
 }
 
 /// The script's environment must be exactly `PATH`, `LANG`, the action's `VIGIL_*`
@@ -310,7 +290,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
     );
 
     // The CLI's view: both actions, one awaiting approval.
-    let table = vigil(&collector, &["actions"])?;
+    let table = collector.vigil(&["actions"])?;
     for (node, script, state) in [
         (AUTO_NODE, RESET, "succeeded"),
         (APPROVAL_NODE, DRAIN, "awaiting_approval"),
@@ -322,10 +302,8 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
             "`vigil actions` has no {state} {script} on {node}:\n{table}"
         );
     }
-    let listed: Value = serde_json::from_str(&vigil(
-        &collector,
-        &["actions", "--json", "--node", APPROVAL_NODE],
-    )?)?;
+    let listed: Value =
+        serde_json::from_str(&collector.vigil(&["actions", "--json", "--node", APPROVAL_NODE])?)?;
     let ids: Vec<&str> = listed["actions"]
         .as_array()
         .context("actions in `vigil actions --json`")?
@@ -335,10 +313,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
     ensure!(ids == [waiting.id.as_str()], "{listed}");
 
     // Approved as an operator would; then it runs, once.
-    let approved = vigil(
-        &collector,
-        &["actions", "approve", &waiting.id, "--by", "e2e"],
-    )?;
+    let approved = collector.vigil(&["actions", "approve", &waiting.id, "--by", "e2e"])?;
     ensure!(approved.contains(&waiting.id[..8]), "{approved}");
     let ran = wait_action(
         &collector,
@@ -370,7 +345,7 @@ fn scenario(dir: &Path) -> anyhow::Result<()> {
         ],
         &approval_dir.path,
     )?;
-    let shown = vigil(&collector, &["actions", "show", &ran.id])?;
+    let shown = collector.vigil(&["actions", "show", &ran.id])?;
     ensure!(
         shown.contains(&ran.id) && shown.contains(&logs_query(&ran.id)),
         "{shown}"

@@ -81,7 +81,6 @@ pub struct Remediation {
     sink: Option<Arc<dyn AlertSink>>,
     fleet: Option<Arc<dyn FleetSize>>,
     external_url: String,
-    escalations_sent: std::sync::atomic::AtomicU64,
     journal_errors: std::sync::atomic::AtomicU64,
     /// Set when the collector stops: every control stream ends, so the gRPC server's
     /// graceful shutdown does not wait for agents that never hang up.
@@ -127,7 +126,6 @@ impl Remediation {
             sink,
             fleet,
             external_url,
-            escalations_sent: std::sync::atomic::AtomicU64::new(0),
             journal_errors: std::sync::atomic::AtomicU64::new(0),
             closing: tokio::sync::watch::channel(false).0,
         }))
@@ -450,10 +448,6 @@ impl Remediation {
             .iter()
             .map(|r| self.escalation_alert(r, now))
             .collect();
-        self.escalations_sent.fetch_add(
-            escalations.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         sink.send(alerts);
     }
 

@@ -318,7 +318,6 @@ impl Policy {
     fn in_flight(&self, script: &str) -> usize {
         self.records
             .iter()
-            .rev()
             .filter(|r| r.script == script && r.state.is_in_flight())
             .count()
     }
