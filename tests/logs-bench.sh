@@ -2,7 +2,7 @@
 # Builds the release binaries and runs the log ingest benchmark: the raw tantivy
 # indexing rate (the ceiling), the end-to-end rate from a file through vigil-agent and
 # vigil-collector to searchable, and their ratio (see tests/src/bin/logs-bench.rs).
-# Arguments go to logs-bench (--lines N, --ceiling-lines N). Not part of CI.
+# Arguments go to logs-bench (--lines N). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p vigil-agent -p vigil-collector -p vigil-e2e --bins

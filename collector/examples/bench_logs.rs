@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p vigil-collector --example bench_logs -- [--lines N]
 //! [--nodes N] [--hours H] [--queries N] [--commit-interval-ms MS]
-//! [--writer-memory-bytes B] [--dir PATH]`
+//! [--writer-memory-bytes B] [--dir PATH] [--from-file PATH --node NAME] [--floor]`
 //!
 //! Lines (~130 bytes, a training job's and the kernel's vocabulary, one source path
 //! per node) are generated on the fly, spread evenly over the last `--hours` hours
@@ -14,6 +14,15 @@
 //! window, limit 100 with the total count, as `vigil logs search` asks; p50/p99 of the
 //! wall time of each `LogIndex::search`.
 //!
+//! `--from-file PATH --node NAME` indexes the lines of a file instead, as the collector
+//! receives them from an agent tailing it (node NAME, source and `log.file.path` the
+//! path, no severity), and skips the queries: `./tests/logs-bench.sh` measures its
+//! ceiling this way on the very lines it sends end to end.
+//!
+//! `--floor` also prints tantivy's own rate on the same lines with the least an index
+//! can do: the body alone, tokenized with positions, nothing stored, no other field,
+//! same writer memory and commit cadence. No schema of ours can index faster than that.
+//!
 //! The end-to-end rate from files through the agent and the collector to searchable,
 //! beside this ceiling: `./tests/logs-bench.sh` (tests/src/bin/logs-bench.rs).
 
@@ -22,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
-use vigil_collector::index::bench::index_raw;
+use vigil_collector::index::bench::{RawIndexReport, index_floor, index_raw};
 use vigil_collector::index::{LogIndex, LogIndexOptions, LogRecord, SearchRequest};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
@@ -35,6 +44,9 @@ struct Args {
     commit_interval_ms: u64,
     writer_memory_bytes: usize,
     dir: Option<PathBuf>,
+    from_file: Option<PathBuf>,
+    node: String,
+    floor: bool,
 }
 
 fn args() -> Result<Args> {
@@ -46,6 +58,9 @@ fn args() -> Result<Args> {
         commit_interval_ms: 500,
         writer_memory_bytes: 64 << 20,
         dir: None,
+        from_file: None,
+        node: "bench-node".into(),
+        floor: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +73,9 @@ fn args() -> Result<Args> {
             "--commit-interval-ms" => a.commit_interval_ms = value()?.parse()?,
             "--writer-memory-bytes" => a.writer_memory_bytes = value()?.parse()?,
             "--dir" => a.dir = Some(PathBuf::from(value()?)),
+            "--from-file" => a.from_file = Some(PathBuf::from(value()?)),
+            "--node" => a.node = value()?,
+            "--floor" => a.floor = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -137,6 +155,18 @@ fn line(i: u64, rng: &mut Rng, nodes: u64, start_ns: i64, step_ns: f64) -> LogRe
     }
 }
 
+fn print_rate(what: &str, report: &RawIndexReport) {
+    let mb = report.bytes as f64 / 1e6;
+    println!(
+        "{what}: {} lines, {mb:.1} MB of lines in {:.1} s: {:.0} lines/s, {:.2} MB/s ({} commits)",
+        report.records,
+        report.seconds,
+        report.records as f64 / report.seconds,
+        mb / report.seconds,
+        report.commits
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -158,17 +188,60 @@ fn main() -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as i64;
+    let commit_interval = Duration::from_millis(a.commit_interval_ms);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if let Some(path) = &a.from_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        println!(
+            "bench_logs: the {} lines of {} from node {}; commit every {} ms; writer memory {} MiB; {cores} cores",
+            text.lines().count(),
+            path.display(),
+            a.node,
+            a.commit_interval_ms,
+            a.writer_memory_bytes >> 20,
+        );
+        let source = path.display().to_string();
+        let records = text.lines().map(|body| {
+            let mut attributes = Map::new();
+            attributes.insert("log.file.path".into(), Value::from(source.as_str()));
+            LogRecord {
+                time_ns: now,
+                node: a.node.clone(),
+                source: source.clone(),
+                severity: String::new(),
+                body: body.to_owned(),
+                attributes,
+            }
+        });
+        let report = index_raw(
+            &dir.join("logs"),
+            records,
+            commit_interval,
+            a.writer_memory_bytes,
+        )?;
+        print_rate("raw indexing", &report);
+        if a.floor {
+            let report = index_floor(
+                &dir.join("floor"),
+                text.lines(),
+                commit_interval,
+                a.writer_memory_bytes,
+            )?;
+            print_rate("tantivy floor (body only, nothing stored)", &report);
+        }
+        return Ok(());
+    }
     let span_ns = a.hours * HOUR_NS;
     let start_ns = now - span_ns;
     let step_ns = span_ns as f64 / a.lines as f64;
     println!(
-        "bench_logs: {} lines over {} h from {} nodes; commit every {} ms; writer memory {} MiB; {} cores",
+        "bench_logs: {} lines over {} h from {} nodes; commit every {} ms; writer memory {} MiB; {cores} cores",
         a.lines,
         a.hours,
         a.nodes,
         a.commit_interval_ms,
         a.writer_memory_bytes >> 20,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
     // Phase 1: the ceiling.
@@ -178,19 +251,21 @@ fn main() -> Result<()> {
     let report = index_raw(
         &dir.join("logs"),
         records,
-        Duration::from_millis(a.commit_interval_ms),
+        commit_interval,
         a.writer_memory_bytes,
     )?;
-    let mb = report.bytes as f64 / 1e6;
-    println!(
-        "raw indexing: {} lines, {:.1} MB of lines in {:.1} s: {:.0} lines/s, {:.2} MB/s ({} commits)",
-        report.records,
-        mb,
-        report.seconds,
-        report.records as f64 / report.seconds,
-        mb / report.seconds,
-        report.commits
-    );
+    print_rate("raw indexing", &report);
+    if a.floor {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let bodies = (0..a.lines).map(move |i| line(i, &mut rng, nodes, start_ns, step_ns).body);
+        let report = index_floor(
+            &dir.join("floor"),
+            bodies,
+            commit_interval,
+            a.writer_memory_bytes,
+        )?;
+        print_rate("tantivy floor (body only, nothing stored)", &report);
+    }
 
     // Phase 2: search latency over what is on disk.
     let mut opts = LogIndexOptions::in_dir(&dir);

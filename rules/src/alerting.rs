@@ -53,13 +53,36 @@ pub struct AlertingRule {
     labels: Vec<(String, String)>,
     /// Label and annotation templates, parsed once: a fleet-wide alert expands them for
     /// every firing series at every evaluation.
-    label_templates: Vec<(String, Result<Template, TemplateError>)>,
-    annotation_templates: Vec<(String, Result<Template, TemplateError>)>,
+    templates: Box<Templates>,
+    /// The `ALERTS` and `ALERTS_FOR_STATE` label sets of the last evaluation, by the
+    /// alert's labels, with the state they were built for: unchanged alerts reuse them.
+    series: HashMap<Labels, (AlertState, Labels, Labels)>,
     external_labels: Vec<(String, String)>,
     external_url: String,
     active: HashMap<Labels, Alert>,
     /// `ALERTS` and `ALERTS_FOR_STATE` are only written once `for` state was restored.
     pub(crate) restored: bool,
+}
+
+/// An alerting rule's templates and what they printed last.
+#[derive(Debug, Clone)]
+struct Templates {
+    labels: Vec<(String, Result<Template, TemplateError>)>,
+    annotations: Vec<(String, Result<Template, TemplateError>)>,
+    /// The last evaluation's expansions, by the series they came from; `None` unless
+    /// every template prints the same text from the same data (none runs `query` or
+    /// `now`). An alert whose series and value are those of the last evaluation then
+    /// takes that evaluation's labels and annotations instead of expanding the
+    /// templates again: a fleet-wide alert has hundreds of instances every round.
+    expanded: Option<HashMap<Labels, Expanded>>,
+}
+
+/// An alert's labels and annotations as expanded from one series and value.
+#[derive(Debug, Clone)]
+struct Expanded {
+    value_bits: u64,
+    labels: Labels,
+    annotations: Vec<(String, String)>,
 }
 
 /// Why an evaluation failed.
@@ -87,11 +110,19 @@ impl AlertingRule {
         };
         let label_templates = parse(&labels);
         let annotation_templates = parse(&rule.annotations);
+        let reusable = label_templates
+            .iter()
+            .chain(&annotation_templates)
+            .all(|(_, t)| t.as_ref().map_or(true, Template::reads_only_data));
         AlertingRule {
+            templates: Box::new(Templates {
+                labels: label_templates,
+                annotations: annotation_templates,
+                expanded: reusable.then(HashMap::new),
+            }),
+            series: HashMap::new(),
             rule,
             labels,
-            label_templates,
-            annotation_templates,
             external_labels,
             external_url,
             active: HashMap::new(),
@@ -147,28 +178,31 @@ impl AlertingRule {
         env: &Env<'_>,
     ) -> Result<Vec<InstantSample>, AlertEvalError> {
         let mut fresh: HashMap<Labels, Alert> = HashMap::with_capacity(result.len());
+        // Only expansions made with the rule's own external URL are kept, so every
+        // one kept saw the same URL.
+        let reuse = self.templates.expanded.is_some() && env.external_url == self.external_url;
+        let mut expanded = HashMap::new();
         for s in result {
-            let data = alert_data(
-                s.labels.iter(),
-                self.external_labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-                &self.external_url,
-                s.v,
-            );
-            let name = self.rule.name.as_str();
-            let mut lb: LabelsBuilder = s.labels.to_builder();
-            lb.del(METRIC_NAME);
-            for (k, t) in &self.label_templates {
-                lb.set(k, &expand_parsed(t, name, &data, env));
+            let last = match &self.templates.expanded {
+                Some(m) if reuse => m.get(&s.labels),
+                _ => None,
+            };
+            let (labels, annotations) = match last {
+                Some(e) if e.value_bits == s.v.to_bits() => {
+                    (e.labels.clone(), e.annotations.clone())
+                }
+                _ => self.expand(s, env),
+            };
+            if reuse {
+                expanded.insert(
+                    s.labels.clone(),
+                    Expanded {
+                        value_bits: s.v.to_bits(),
+                        labels: labels.clone(),
+                        annotations: annotations.clone(),
+                    },
+                );
             }
-            lb.set("alertname", name);
-            let annotations: Vec<(String, String)> = self
-                .annotation_templates
-                .iter()
-                .map(|(k, t)| (k.clone(), expand_parsed(t, name, &data, env)))
-                .collect();
-            let labels = lb.build();
             if fresh.contains_key(&labels) {
                 return Err(AlertEvalError::DuplicateLabelset);
             }
@@ -185,6 +219,9 @@ impl AlertingRule {
                     keep_firing_since_ms: None,
                 },
             );
+        }
+        if let Some(m) = &mut self.templates.expanded {
+            *m = expanded;
         }
         let present: HashSet<Labels> = fresh.keys().cloned().collect();
         for (k, a) in fresh {
@@ -206,6 +243,7 @@ impl AlertingRule {
         let mut forget = Vec::new();
         let mut keys: Vec<Labels> = self.active.keys().cloned().collect();
         keys.sort();
+        let mut series = HashMap::new();
         for k in keys {
             let Some(a) = self.active.get_mut(&k) else {
                 continue;
@@ -239,18 +277,29 @@ impl AlertingRule {
             }
             if self.restored {
                 let t = ts_ms - query_offset_ms;
+                let last = self.series.get(&k);
+                let alerts = match last {
+                    Some((state, l, _)) if *state == a.state => l.clone(),
+                    _ => series_labels(&self.labels, a, "ALERTS", true),
+                };
+                let for_state = match last {
+                    Some((_, _, l)) => l.clone(),
+                    None => series_labels(&self.labels, a, "ALERTS_FOR_STATE", false),
+                };
+                series.insert(k, (a.state, alerts.clone(), for_state.clone()));
                 out.push(InstantSample {
-                    labels: series_labels(&self.labels, a, "ALERTS", true),
+                    labels: alerts,
                     t_ms: t,
                     v: 1.0,
                 });
                 out.push(InstantSample {
-                    labels: series_labels(&self.labels, a, "ALERTS_FOR_STATE", false),
+                    labels: for_state,
                     t_ms: t,
                     v: a.active_at_ms.div_euclid(1000) as f64,
                 });
             }
         }
+        self.series = series;
         for k in forget {
             self.active.remove(&k);
         }
@@ -265,18 +314,49 @@ impl AlertingRule {
     }
 }
 
+impl AlertingRule {
+    /// The alert's labels and annotations for one series of the result: the
+    /// templates run over the series' labels and value.
+    fn expand(&self, s: &InstantSample, env: &Env<'_>) -> (Labels, Vec<(String, String)>) {
+        let data = alert_data(
+            s.labels.iter(),
+            self.external_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.external_url,
+            s.v,
+        );
+        let name = self.rule.name.as_str();
+        let mut lb: LabelsBuilder = s.labels.to_builder();
+        lb.del(METRIC_NAME);
+        for (k, t) in &self.templates.labels {
+            lb.set(k, &expand_parsed(t, name, &data, env));
+        }
+        lb.set("alertname", name);
+        let annotations: Vec<(String, String)> = self
+            .templates
+            .annotations
+            .iter()
+            .map(|(k, t)| (k.clone(), expand_parsed(t, name, &data, env)))
+            .collect();
+        (lb.build(), annotations)
+    }
+}
+
 fn series_labels(
     rule_labels: &[(String, String)],
     a: &Alert,
     metric: &str,
     with_state: bool,
 ) -> Labels {
-    let mut b = LabelsBuilder::new();
+    // The alert's labels override the rule's, so the set starts from them, sharing
+    // their names and values instead of copying each string; a rule label is added
+    // only where the alert has none (its template expanded to nothing).
+    let mut b = a.labels.to_builder();
     for (k, v) in rule_labels {
-        b.set(k, v);
-    }
-    for (k, v) in a.labels.iter() {
-        b.set(k, v);
+        if b.get(k).is_none() {
+            b.set(k, v);
+        }
     }
     b.set(METRIC_NAME, metric);
     if with_state {

@@ -7,16 +7,19 @@
 //! append (recorded samples, alert series, staleness markers) plus the alert
 //! transitions, which the caller stores and notifies.
 
+mod overlay;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::alerting::{Alert, AlertState, AlertingRule};
 use crate::promql::{
-    Engine, InstantSample, Labels, LabelsBuilder, LatestVisitor, METRIC_NAME, Matchers,
-    MemoryStorage, Series, SeriesVisitor, Storage, StorageError, Value, stale_nan,
+    Engine, InstantSample, Labels, LabelsBuilder, METRIC_NAME, Matchers, MemoryStorage, Series,
+    Storage, Value, stale_nan,
 };
 use crate::rulefile::{Recovery, Rule, RuleError, RuleGroup, RuleKind, load_file};
 use crate::template::{Env, QuerySample};
+use overlay::Overlay;
 
 /// Settings Prometheus takes from its global config and flags.
 #[derive(Debug, Clone)]
@@ -109,122 +112,11 @@ pub struct Group {
     previous_series: Vec<HashSet<Labels>>,
     evaluations: u64,
     opts: GroupOptions,
-}
-
-/// The caller's store plus what this evaluation wrote so far.
-struct Overlay<'a> {
-    base: &'a dyn Storage,
-    fresh: &'a MemoryStorage,
-}
-
-impl Overlay<'_> {
-    /// Base and fresh series merged; a fresh sample replaces a base one at the same time.
-    fn merged(
-        &self,
-        m: &Matchers,
-        start_ms: i64,
-        end_ms: i64,
-        fresh: Vec<Series>,
-    ) -> Result<Vec<Series>, StorageError> {
-        let mut out = self.base.select(m, start_ms, end_ms)?;
-        let index: HashMap<Labels, usize> = out
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.labels.clone(), i))
-            .collect();
-        for s in fresh {
-            match index.get(&s.labels) {
-                Some(&i) => {
-                    let merged = &mut out[i].samples;
-                    for (t, v) in s.samples {
-                        match merged.binary_search_by_key(&t, |&(x, _)| x) {
-                            Ok(j) => merged[j].1 = v,
-                            Err(j) => merged.insert(j, (t, v)),
-                        }
-                    }
-                }
-                None => out.push(s),
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Reads go straight to the caller's store unless this evaluation already wrote a
-/// matching series, so the engine's fast paths stay fast.
-impl Storage for Overlay<'_> {
-    fn select(
-        &self,
-        m: &Matchers,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Series>, StorageError> {
-        let fresh = self.fresh.select(m, start_ms, end_ms)?;
-        if fresh.is_empty() {
-            return self.base.select(m, start_ms, end_ms);
-        }
-        self.merged(m, start_ms, end_ms, fresh)
-    }
-
-    fn select_each(
-        &self,
-        m: &Matchers,
-        start_ms: i64,
-        end_ms: i64,
-        f: &mut SeriesVisitor<'_>,
-    ) -> Result<(), StorageError> {
-        let fresh = self.fresh.select(m, start_ms, end_ms)?;
-        if fresh.is_empty() {
-            return self.base.select_each(m, start_ms, end_ms, f);
-        }
-        for s in self.merged(m, start_ms, end_ms, fresh)? {
-            f(&s.labels, &s.samples);
-        }
-        Ok(())
-    }
-
-    fn select_latest(
-        &self,
-        m: &Matchers,
-        t_ms: i64,
-        lookback_ms: i64,
-    ) -> Result<Vec<(Labels, i64, f64)>, StorageError> {
-        let fresh = self.fresh.select_latest(m, t_ms, lookback_ms)?;
-        let mut out = self.base.select_latest(m, t_ms, lookback_ms)?;
-        if fresh.is_empty() {
-            return Ok(out);
-        }
-        let index: HashMap<Labels, usize> = out
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.0.clone(), i))
-            .collect();
-        for s in fresh {
-            match index.get(&s.0) {
-                // The fresh sample wins at the same time: it was written this round.
-                Some(&i) if out[i].1 <= s.1 => out[i] = s,
-                Some(_) => {}
-                None => out.push(s),
-            }
-        }
-        Ok(out)
-    }
-
-    fn select_latest_each(
-        &self,
-        m: &Matchers,
-        t_ms: i64,
-        lookback_ms: i64,
-        f: &mut LatestVisitor<'_>,
-    ) -> Result<(), StorageError> {
-        if self.fresh.select_latest(m, t_ms, lookback_ms)?.is_empty() {
-            return self.base.select_latest_each(m, t_ms, lookback_ms, f);
-        }
-        for (l, t, v) in self.select_latest(m, t_ms, lookback_ms)? {
-            f(&l, t, v);
-        }
-        Ok(())
-    }
+    /// Metric names the group's rules read, or `None` when they may read any series.
+    /// What a rule writes is kept for the later rules of the same evaluation only
+    /// under these names: alert series (hundreds a round in a fleet) are seldom read
+    /// by the group that writes them, and indexing them costs more than the queries.
+    names_read: Option<HashSet<String>>,
 }
 
 fn to_vector(v: Value) -> Result<Vec<InstantSample>, String> {
@@ -285,7 +177,9 @@ impl Group {
                 }
             })
             .collect();
+        let names_read = names_read(g);
         Group {
+            names_read,
             name: g.name.clone(),
             file,
             interval_ms: g.interval_ms.unwrap_or(opts.default_interval_ms),
@@ -481,16 +375,25 @@ impl Group {
                     continue;
                 }
             };
+            let read_later = |l: &Labels| {
+                self.names_read
+                    .as_ref()
+                    .is_none_or(|n| l.name().is_some_and(|x| n.contains(x)))
+            };
             let mut returned = HashSet::with_capacity(samples.len());
             for s in samples {
-                fresh.add(s.labels.clone(), s.t_ms, s.v);
+                if read_later(&s.labels) {
+                    fresh.add(s.labels.clone(), s.t_ms, s.v);
+                }
                 returned.insert(s.labels.clone());
                 res.samples.push(s);
             }
             let mut gone: Vec<&Labels> = self.previous_series[i].difference(&returned).collect();
             gone.sort();
             for l in gone {
-                fresh.add(l.clone(), qt, stale_nan());
+                if read_later(l) {
+                    fresh.add(l.clone(), qt, stale_nan());
+                }
                 res.samples.push(InstantSample {
                     labels: l.clone(),
                     t_ms: qt,
@@ -568,6 +471,25 @@ impl Group {
             a.restored = true;
         }
     }
+}
+
+/// The metric names the rules read (see `Group`'s field of that name). A template
+/// that runs queries may read anything.
+fn names_read(g: &RuleGroup) -> Option<HashSet<String>> {
+    let mut names = HashSet::new();
+    for r in &g.rules {
+        let queries = g
+            .labels
+            .iter()
+            .chain(&r.labels)
+            .chain(&r.annotations)
+            .any(|(_, t)| t.contains("query"));
+        if r.kind == RuleKind::Alerting && queries {
+            return None;
+        }
+        names.extend(crate::promql::metric_names_read(&r.parsed)?);
+    }
+    Some(names)
 }
 
 /// A recording rule's output: the result renamed and relabelled.

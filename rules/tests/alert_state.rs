@@ -379,3 +379,83 @@ groups:
         assert_eq!(get("alerts:samples10m"), Some((i + 1) as f64), "round {i}");
     }
 }
+
+/// What a rule writes stays visible to a later rule of the same round that reaches it
+/// otherwise than by metric name: a selector without one, or a template's `query`.
+#[test]
+fn later_rules_and_template_queries_see_this_rounds_series() {
+    let yaml = r#"
+groups:
+- name: g
+  rules:
+  - record: job:up
+    expr: up
+  - record: seen
+    expr: count({__name__=~"up|job:up"})
+"#;
+    let mut g = group(yaml, &no_restore());
+    let mut st = MemoryStorage::new();
+    for i in 0..3 {
+        up(&mut st, "a", i * MIN, 1.0);
+        let r = step(&mut g, &mut st, i * MIN);
+        // `up` and this round's `job:up`.
+        let seen = r.samples.iter().find(|s| s.labels.name() == Some("seen"));
+        assert_eq!(seen.map(|s| s.v), Some(2.0), "round {i}");
+    }
+    let yaml = r#"
+groups:
+- name: g
+  rules:
+  - record: job:up
+    expr: up
+  - alert: Up
+    expr: up > 0
+    annotations:
+      now: '{{ with query "job:up" }}{{ . | first | value }}{{ end }}'
+"#;
+    let mut g = group(yaml, &no_restore());
+    let mut st = MemoryStorage::new();
+    for i in 0..3 {
+        let v = (i + 1) as f64;
+        up(&mut st, "a", i * MIN, v);
+        step(&mut g, &mut st, i * MIN);
+        let alerts = g.alerting_rules().next().map(|a| a.alerts()).unwrap();
+        assert_eq!(
+            alerts[0].annotations,
+            vec![("now".to_string(), v.to_string())],
+            "round {i}"
+        );
+    }
+}
+
+/// Annotations are expanded again whenever what they print may have changed: the
+/// value, or the time for a template that reads it; only an unchanged series and value
+/// take the last round's text.
+#[test]
+fn annotations_follow_value_and_time() {
+    let yaml = r#"
+groups:
+- name: g
+  rules:
+  - alert: Up
+    expr: up > 0
+    annotations:
+      value: '{{ $value }} on {{ $labels.job }}'
+  - alert: Clock
+    expr: up > 0
+    annotations:
+      at: '{{ now }}'
+"#;
+    let mut g = group(yaml, &no_restore());
+    let mut st = MemoryStorage::new();
+    let text = |g: &Group, rule: &str| {
+        let r = g.alerting_rules().find(|a| a.name() == rule).unwrap();
+        r.alerts()[0].annotations[0].1.clone()
+    };
+    for (i, v) in [(0, 1.0), (1, 1.0), (2, 5.0), (3, 5.0), (4, 1.0)] {
+        up(&mut st, "a", i * MIN, v);
+        step(&mut g, &mut st, i * MIN);
+        assert_eq!(text(&g, "Up"), format!("{v} on a"), "round {i}");
+        assert_eq!(text(&g, "Clock"), format!("{}", i * 60), "round {i}");
+    }
+}

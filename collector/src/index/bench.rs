@@ -10,7 +10,7 @@ use tantivy::{IndexWriter, TantivyDocument};
 
 use super::partition::{Partition, hour_of, payload, writer_threads};
 use super::record::{MAX_BATCH_RECORDS, record_id};
-use super::schema::Fields;
+use super::schema::{AttributesDoc, Fields};
 use super::{IndexError, LogRecord};
 
 /// What [`index_raw`] did.
@@ -42,6 +42,7 @@ pub fn index_raw(
     let mut last_commit = Instant::now();
     let mut seq = 1u64;
     let mut in_batch = 0usize;
+    let mut attributes = AttributesDoc::default();
     let err = |what: &'static str| move |e| IndexError::tantivy(what.into(), e);
     let commit = |writers: &mut HashMap<i64, IndexWriter<TantivyDocument>>,
                   dirty: &mut BTreeSet<i64>,
@@ -76,7 +77,7 @@ pub fn index_raw(
         };
         report.records += 1;
         report.bytes += r.body.len() as u64;
-        w.add_document(fields.document(&r, record_id(seq, in_batch)))
+        w.add_document(fields.document(&r, record_id(seq, in_batch), &mut attributes))
             .map_err(err("adding a document"))?;
         dirty.insert(hour);
         in_batch += 1;
@@ -96,5 +97,47 @@ pub fn index_raw(
     for (_, w) in writers {
         w.wait_merging_threads().map_err(err("merging"))?;
     }
+    Ok(report)
+}
+
+/// Indexes `bodies` into a fresh index in `<dir>` with the least an index can do — one
+/// text field, tokenized with positions like `body`, nothing stored, no other field —
+/// with the same writer memory, threads and commit cadence as [`index_raw`]: tantivy's
+/// own floor on this machine, which no schema of ours can beat. Blocks.
+pub fn index_floor<S: AsRef<str>>(
+    dir: &Path,
+    bodies: impl Iterator<Item = S>,
+    commit_interval: Duration,
+    writer_memory_bytes: usize,
+) -> Result<RawIndexReport, IndexError> {
+    let err = |what: &'static str| move |e| IndexError::tantivy(what.into(), e);
+    std::fs::create_dir_all(dir).map_err(|e| IndexError::io("create", dir, e))?;
+    let mut schema = tantivy::schema::Schema::builder();
+    let body = schema.add_text_field("body", tantivy::schema::TEXT);
+    let index = tantivy::Index::create_in_dir(dir, schema.build())
+        .map_err(err("creating the floor index"))?;
+    let mut writer: IndexWriter<TantivyDocument> = index
+        .writer_with_num_threads(writer_threads(writer_memory_bytes), writer_memory_bytes)
+        .map_err(err("opening a writer"))?;
+    let mut report = RawIndexReport::default();
+    let started = Instant::now();
+    let mut last_commit = Instant::now();
+    for b in bodies {
+        let b = b.as_ref();
+        report.records += 1;
+        report.bytes += b.len() as u64;
+        writer
+            .add_document(tantivy::doc!(body => b))
+            .map_err(err("adding a document"))?;
+        if report.records % 1024 == 0 && last_commit.elapsed() >= commit_interval {
+            writer.commit().map_err(err("committing"))?;
+            report.commits += 1;
+            last_commit = Instant::now();
+        }
+    }
+    writer.commit().map_err(err("committing"))?;
+    report.commits += 1;
+    report.seconds = started.elapsed().as_secs_f64();
+    writer.wait_merging_threads().map_err(err("merging"))?;
     Ok(report)
 }

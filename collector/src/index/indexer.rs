@@ -16,6 +16,7 @@ use tantivy::{IndexWriter, TantivyDocument};
 use super::metrics::LogMetrics;
 use super::partition::{NS_PER_HOUR, Partition, hour_of, payload, writer_threads};
 use super::record::{Batch, record_id};
+use super::schema::AttributesDoc;
 use super::{IndexError, Inner, now_ns};
 
 /// What the indexing thread is asked to do.
@@ -45,8 +46,11 @@ pub(crate) struct Indexer {
     committed_seq: u64,
     /// Records taken since the last commit (for the ingest's queue bound).
     pending_records: usize,
+    /// Records added to writers since the last commit.
+    pending_indexed: u64,
     metrics: LogMetrics,
     writer_memory_bytes: usize,
+    attributes: AttributesDoc,
 }
 
 impl Indexer {
@@ -63,8 +67,10 @@ impl Indexer {
             processed_seq: committed_seq,
             committed_seq,
             pending_records: 0,
+            pending_indexed: 0,
             metrics,
             writer_memory_bytes,
+            attributes: AttributesDoc::default(),
         }
     }
 
@@ -160,8 +166,13 @@ impl Indexer {
             };
             w.last_used = Instant::now();
             w.writer
-                .add_document(self.inner.fields.document(r, record_id(batch.seq, i)))
+                .add_document(self.inner.fields.document(
+                    r,
+                    record_id(batch.seq, i),
+                    &mut self.attributes,
+                ))
                 .map_err(|e| IndexError::tantivy("adding a document".into(), e))?;
+            self.pending_indexed += 1;
             self.dirty.insert(hour);
         }
         self.processed_seq = batch.seq;
@@ -204,6 +215,10 @@ impl Indexer {
             .stats
             .commit_micros
             .fetch_add(micros, Ordering::Relaxed);
+        self.inner
+            .stats
+            .indexed
+            .fetch_add(std::mem::take(&mut self.pending_indexed), Ordering::Relaxed);
         self.inner
             .wal
             .queued_records

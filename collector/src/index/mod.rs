@@ -147,6 +147,8 @@ struct Stats {
     too_old: AtomicU64,
     commits: AtomicU64,
     commit_micros: AtomicU64,
+    /// Records committed to the index (searchable) by this process.
+    indexed: AtomicU64,
 }
 
 /// What the indexing thread and the API share.
@@ -446,6 +448,11 @@ impl LogIndex {
             .with(&[], parts.len() as f64),
             MetricFamily::gauge("vigil_logs_index_bytes", "Disk bytes of the log index.")
                 .with(&[], disk as f64),
+            MetricFamily::counter(
+                "vigil_logs_indexed_records_total",
+                "Log records committed to the index (searchable); ingested minus indexed is the lag.",
+            )
+            .with(&[], get(&s.indexed)),
             MetricFamily::counter("vigil_logs_commits_total", "Commits of the log index.")
                 .with(&[], get(&s.commits)),
             MetricFamily::counter(

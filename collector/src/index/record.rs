@@ -51,23 +51,40 @@ pub(crate) fn encode(seq: u64, records: &[LogRecord]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + size);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    // Lines of one file in a row carry the same attributes: serialised once.
+    let mut last = AttributesJson::default();
     for r in records {
         out.extend_from_slice(&r.time_ns.to_le_bytes());
         put_str(&mut out, &r.node);
         put_str(&mut out, &r.source);
         put_str(&mut out, &r.severity);
         put_str(&mut out, &r.body);
-        if r.attributes.is_empty() {
-            put_str(&mut out, "");
-        } else {
-            // A map of JSON values always serialises.
-            put_str(
-                &mut out,
-                &serde_json::to_string(&r.attributes).unwrap_or_default(),
-            );
-        }
+        put_str(&mut out, last.of(&r.attributes));
     }
     out
+}
+
+/// The JSON text of the last attributes asked for, kept while the next are equal.
+#[derive(Default)]
+pub(crate) struct AttributesJson {
+    last: Option<Map<String, Value>>,
+    json: String,
+}
+
+impl AttributesJson {
+    /// The JSON text of `attributes`; empty for none.
+    pub(crate) fn of(&mut self, attributes: &Map<String, Value>) -> &str {
+        if self.last.as_ref() != Some(attributes) {
+            self.json = if attributes.is_empty() {
+                String::new()
+            } else {
+                // A map of JSON values always serialises.
+                serde_json::to_string(attributes).unwrap_or_default()
+            };
+            self.last = Some(attributes.clone());
+        }
+        &self.json
+    }
 }
 
 struct Reader<'a> {
@@ -159,5 +176,45 @@ mod tests {
         assert_eq!(b.seq, 42);
         assert_eq!(b.records, records);
         assert!(decode(&encode(1, &records)[..20]).is_none());
+    }
+
+    /// Equal attributes in a row share one serialisation; every change is seen.
+    #[test]
+    fn attributes_in_a_row() {
+        let attrs = |pairs: &[(&str, Value)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<Map<String, Value>>()
+        };
+        let file = attrs(&[("log.file.path", Value::from("/var/log/a.log"))]);
+        let other = attrs(&[("log.file.path", Value::from("/var/log/b.log"))]);
+        let split = attrs(&[
+            ("log.file.path", Value::from("/var/log/a.log")),
+            ("vigil.log.truncated", Value::from(true)),
+        ]);
+        let shapes = [
+            &file,
+            &file,
+            &other,
+            &Map::new(),
+            &file,
+            &split,
+            &split,
+            &file,
+        ];
+        let records: Vec<LogRecord> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| LogRecord {
+                time_ns: i as i64,
+                node: "n".into(),
+                source: "s".into(),
+                severity: String::new(),
+                body: format!("line {i}"),
+                attributes: (*a).clone(),
+            })
+            .collect();
+        assert_eq!(decode(&encode(7, &records)).unwrap().records, records);
     }
 }

@@ -18,6 +18,40 @@ use tantivy::{TantivyDocument, doc};
 
 use super::LogRecord;
 
+/// The last record's attributes as [`Fields::document`] puts them in a document.
+pub(crate) struct AttributesDoc {
+    /// The attributes `json` and `object` were made from.
+    of: Option<Map<String, JsonValue>>,
+    json: String,
+    object: tantivy::schema::OwnedValue,
+}
+
+impl Default for AttributesDoc {
+    fn default() -> Self {
+        AttributesDoc {
+            of: None,
+            json: String::new(),
+            object: tantivy::schema::OwnedValue::Null,
+        }
+    }
+}
+
+impl AttributesDoc {
+    fn set(&mut self, attributes: &Map<String, JsonValue>) {
+        if self.of.as_ref() != Some(attributes) {
+            // A map of JSON values always serialises.
+            self.json = serde_json::to_string(attributes).unwrap_or_default();
+            self.object = tantivy::schema::OwnedValue::Object(
+                attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json_to_owned(v)))
+                    .collect(),
+            );
+            self.of = Some(attributes.clone());
+        }
+    }
+}
+
 /// The fields of [`Schema`], looked up once.
 #[derive(Debug, Clone)]
 pub(crate) struct Fields {
@@ -65,8 +99,15 @@ impl Fields {
         }
     }
 
-    /// The document of record `r` with id `id`.
-    pub(crate) fn document(&self, r: &LogRecord, id: u64) -> TantivyDocument {
+    /// The document of record `r` with id `id`. `attributes` keeps the last record's
+    /// attributes in their indexed and stored forms: the lines of one file in a row
+    /// carry the same ones.
+    pub(crate) fn document(
+        &self,
+        r: &LogRecord,
+        id: u64,
+        attributes: &mut AttributesDoc,
+    ) -> TantivyDocument {
         let mut d = doc!(
             self.timestamp => r.time_ns,
             self.id => id,
@@ -76,15 +117,9 @@ impl Fields {
             self.body => r.body.as_str(),
         );
         if !r.attributes.is_empty() {
-            let owned: Vec<(String, tantivy::schema::OwnedValue)> = r
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), json_to_owned(v)))
-                .collect();
-            d.add_object(self.attributes, owned.into_iter().collect());
-            // A map of JSON values always serialises.
-            let raw = serde_json::to_string(&r.attributes).unwrap_or_default();
-            d.add_text(self.attributes_raw, raw);
+            attributes.set(&r.attributes);
+            d.add_field_value(self.attributes, &attributes.object);
+            d.add_text(self.attributes_raw, &attributes.json);
         }
         d
     }
@@ -140,5 +175,58 @@ fn json_to_owned(v: &JsonValue) -> tantivy::schema::OwnedValue {
                 .map(|(k, v)| (k.clone(), json_to_owned(v)))
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `AttributesDoc` across records with changing attributes: each document
+    /// carries its own record's attributes, indexed and stored.
+    #[test]
+    fn documents_in_a_row_keep_their_attributes() {
+        let fields = Fields::new();
+        let mut cache = AttributesDoc::default();
+        let with = |path: &str, extra: Option<i64>| {
+            let mut m = Map::new();
+            m.insert("log.file.path".into(), JsonValue::from(path));
+            if let Some(x) = extra {
+                m.insert("nvidia.xid".into(), JsonValue::from(x));
+            }
+            m
+        };
+        let shapes = [
+            with("/a", None),
+            with("/a", None),
+            with("/b", None),
+            Map::new(),
+            with("/a", Some(79)),
+            with("/a", None),
+        ];
+        for (i, attributes) in shapes.iter().enumerate() {
+            let r = LogRecord {
+                time_ns: i as i64,
+                node: "n".into(),
+                source: "s".into(),
+                severity: "info".into(),
+                body: format!("line {i}"),
+                attributes: attributes.clone(),
+            };
+            let d = fields.document(&r, i as u64, &mut cache);
+            assert_eq!(fields.record(&d), (r.clone(), i as u64), "record {i}");
+            let indexed = d
+                .get_first(fields.attributes)
+                .map(|v| tantivy::schema::OwnedValue::from(v.as_value()));
+            let want = (!attributes.is_empty()).then(|| {
+                tantivy::schema::OwnedValue::Object(
+                    attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json_to_owned(v)))
+                        .collect(),
+                )
+            });
+            assert_eq!(indexed, want, "record {i}");
+        }
     }
 }

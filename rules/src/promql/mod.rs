@@ -8,8 +8,9 @@
 //! # Layout
 //! - `labels`: the [`Labels`] set and its builder.
 //! - `storage`: the [`Storage`] trait's in-memory implementation with an inverted index;
-//!   `search`: its searches over sorted samples and ids; `memory_hints`: the prefetches
-//!   that keep its reads from waiting on memory one series at a time.
+//!   `slab`: its samples of one metric name; `search`: its searches over sorted
+//!   samples and ids; `memory_hints`: the prefetches that keep its reads from waiting
+//!   on memory one series at a time.
 //! - `engine`: query context, selectors, subqueries, step loop.
 //! - `binary`, `aggregate`, `functions`, `range_functions`, `histogram`: operators.
 //! - [`promqltest`]: the runner for Prometheus's promqltest files.
@@ -27,6 +28,7 @@ pub mod promqltest;
 mod range_functions;
 mod search;
 mod selectors;
+mod slab;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -37,6 +39,7 @@ pub(crate) use label_functions::civil_from_days;
 pub use labels::{Labels, LabelsBuilder, METRIC_NAME};
 pub use promql_parser::label::{MatchOp, Matcher, Matchers};
 pub use promql_parser::parser::Expr;
+pub(crate) use selectors::metric_names_read;
 pub use storage::MemoryStorage;
 
 /// Bit pattern Prometheus writes when a series disappears; it must never be read as a value.
@@ -101,6 +104,27 @@ pub struct Annotated<T> {
 /// Receives one series' labels and samples from [`Storage::select_each`].
 pub type SeriesVisitor<'f> = dyn FnMut(&Labels, &[(i64, f64)]) + 'f;
 
+/// What a store knows of a window without reading all of it; `false` means "may be".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowHints {
+    /// No sample of the window is a staleness marker.
+    pub no_stale: bool,
+    /// No sample of the window is smaller than the one before it (a counter without
+    /// resets, or a constant).
+    pub no_decrease: bool,
+}
+
+impl WindowHints {
+    /// Whether the window's first and last samples tell all that `rate`, `increase`
+    /// and `delta` need of it.
+    pub fn edges_suffice(self) -> bool {
+        self.no_stale && self.no_decrease
+    }
+}
+
+/// Receives one series' labels, samples and hints from [`Storage::select_each_hinted`].
+pub type HintedVisitor<'f> = dyn FnMut(&Labels, &[(i64, f64)], WindowHints) + 'f;
+
 /// Receives one series' labels and newest sample from [`Storage::select_latest_each`].
 pub type LatestVisitor<'f> = dyn FnMut(&Labels, i64, f64) + 'f;
 
@@ -134,6 +158,26 @@ pub trait Storage {
             f(&s.labels, &s.samples);
         }
         Ok(())
+    }
+
+    /// [`Storage::select_each`] with what the store knows of each window. With
+    /// `edges_only`, the caller reads no more than a window's first and last samples
+    /// where the hints say those suffice ([`WindowHints::edges_suffice`]), so a store
+    /// that fetches windows ahead of the caller can fetch just those: `increase`
+    /// over a long window of a counter that never reset then costs two reads from
+    /// memory, not the whole window. The default knows nothing.
+    fn select_each_hinted(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+        edges_only: bool,
+        f: &mut HintedVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        let _ = edges_only;
+        self.select_each(matchers, start_ms, end_ms, &mut |l, s| {
+            f(l, s, WindowHints::default())
+        })
     }
 
     /// The newest sample in `(t_ms - lookback_ms, t_ms]` of every matching series that

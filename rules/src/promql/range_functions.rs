@@ -6,7 +6,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset};
 use super::aggregate::{format_go_float, kahan_inc, kahan_sum, mean, quantile};
 use super::engine::{Ctx, Keep, Sample, Val, duration_ms};
 use super::functions::unwrap_parens;
-use super::{EvalError, Labels, label_functions};
+use super::{EvalError, Labels, WindowHints, label_functions};
 
 /// End (inclusive) and length of the window a range argument covers at time `t`.
 fn window(ctx: &Ctx<'_>, e: &Expr, t: i64) -> (i64, i64) {
@@ -41,13 +41,16 @@ fn is_counter_name(n: &str) -> bool {
         .any(|s| n.ends_with(s))
 }
 
-/// Prometheus's `extrapolatedRate` for floats.
+/// Prometheus's `extrapolatedRate` for floats. `may_reset`: whether a sample may be
+/// smaller than the one before it; where the store knows none is, the window's middle
+/// samples are never read.
 fn extrapolated_rate(
     s: &[(i64, f64)],
     end: i64,
     range: i64,
     counter: bool,
     rate: bool,
+    may_reset: bool,
 ) -> Option<f64> {
     if s.len() < 2 {
         return None;
@@ -60,7 +63,7 @@ fn extrapolated_rate(
     // sum (in sample order, as Prometheus adds) runs only when there is one.
     // The test has no early exit: without a branch per sample it costs a few
     // instructions each.
-    if counter && s.windows(2).fold(false, |any, w| any | (w[1].1 < w[0].1)) {
+    if counter && may_reset && s.windows(2).fold(false, |any, w| any | (w[1].1 < w[0].1)) {
         let mut prev = first_v;
         for &(_, v) in &s[1..] {
             if v < prev {
@@ -240,7 +243,7 @@ pub(crate) fn call(
     };
     if name == "absent_over_time" {
         let mut any = false;
-        ctx.for_each_window(&args[0], t, &mut |_, _, _| any = true)?;
+        ctx.for_each_window(&args[0], t, false, &mut |_, _, _, _| any = true)?;
         if any {
             return Ok(Some(Val::Vector(Vec::new())));
         }
@@ -290,7 +293,10 @@ pub(crate) fn call(
         "delta" => Some((false, false)),
         _ => None,
     };
-    let mut per_series = |labels: &Labels, drop_name: bool, s: &[(i64, f64)]| {
+    let mut per_series = |labels: &Labels,
+                          drop_name: bool,
+                          s: &[(i64, f64)],
+                          hints: WindowHints| {
         counted_pairs |= s.len() >= 2;
         if check_each
             && s.len() >= 2
@@ -305,11 +311,8 @@ pub(crate) fn call(
         }
         let v = match name {
             _ if let Some((counter, rate)) = extrapolated => {
-                extrapolated_rate(s, end, range, counter, rate)
+                extrapolated_rate(s, end, range, counter, rate, !hints.no_decrease)
             }
-            "rate" => extrapolated_rate(s, end, range, true, true),
-            "increase" => extrapolated_rate(s, end, range, true, false),
-            "delta" => extrapolated_rate(s, end, range, false, false),
             "irate" => instant_rate(s, true),
             "idelta" => instant_rate(s, false),
             "resets" => Some(s.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
@@ -392,7 +395,7 @@ pub(crate) fn call(
             });
         }
     };
-    ctx.for_each_window(&args[m_idx], t, &mut per_series)?;
+    ctx.for_each_window(&args[m_idx], t, extrapolated.is_some(), &mut per_series)?;
     if let Some(n) = named
         && counted_pairs
         && !is_counter_name(&n)

@@ -12,7 +12,7 @@ use promql_parser::parser::{BinaryExpr, Expr, MatrixSelector, SubqueryExpr, Vect
 use super::binary::{filtering_comparison, passes};
 use super::engine::{Ctx, Keep, RangeSeries, Sample, Val, duration_ms, full_matchers, offset_ms};
 use super::functions::unwrap_parens;
-use super::{EvalError, Labels, Series, is_stale_nan};
+use super::{EvalError, Labels, Series, WindowHints, is_stale_nan};
 
 /// A filtering comparison of an instant selector with a literal (`x > 0`) that a
 /// range function's pass over the same series (`increase(x[5m]) > 0 or x > 0`)
@@ -83,6 +83,35 @@ pub(crate) fn plan_latest(expr: &Expr, lookback_ms: i64) -> HashMap<usize, Vec<L
     plans
 }
 
+/// The metric names `expr` reads, or `None` when a selector may read series of any
+/// name (one written without a metric name, or matching the name otherwise than by
+/// equality).
+pub(crate) fn metric_names_read(expr: &Expr) -> Option<Vec<String>> {
+    let mut names = Some(Vec::new());
+    walk(expr, &mut |e| {
+        let vs = match e {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            _ => return,
+        };
+        let m = full_matchers(vs);
+        let name = m
+            .matchers
+            .iter()
+            .find(|m| {
+                m.name == super::METRIC_NAME
+                    && matches!(m.op, MatchOp::Equal)
+                    && !m.value.is_empty()
+            })
+            .map(|m| m.value.clone());
+        match (name, &mut names) {
+            (Some(n), Some(v)) => v.push(n),
+            _ => names = None,
+        }
+    });
+    names
+}
+
 /// Calls `f` with `e` and every expression below it.
 fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
     f(e);
@@ -110,8 +139,8 @@ fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
 }
 
 /// Receives one series of a range argument: labels, whether its name is to be
-/// dropped, and its window's samples.
-pub(crate) type WindowFn<'f> = dyn FnMut(&Labels, bool, &[(i64, f64)]) + 'f;
+/// dropped, its window's samples (staleness markers removed) and what is known of them.
+pub(crate) type WindowFn<'f> = dyn FnMut(&Labels, bool, &[(i64, f64)], WindowHints) + 'f;
 
 /// Selected series, shared between steps or owned by the only step that reads them.
 enum Fetched {
@@ -369,8 +398,16 @@ impl Ctx<'_> {
 
     /// Calls `f` with every series of a range argument and its non-stale samples in
     /// the window at `t`. When only this step reads the selector, windows come
-    /// straight from storage and are never copied.
-    pub fn for_each_window(&self, e: &Expr, t: i64, f: &mut WindowFn<'_>) -> Result<(), EvalError> {
+    /// straight from storage and are never copied. `edges_only`: `f` reads no more
+    /// than a window's first and last samples where the hints say those suffice
+    /// (see [`crate::promql::Storage::select_each_hinted`]).
+    pub fn for_each_window(
+        &self,
+        e: &Expr,
+        t: i64,
+        edges_only: bool,
+        f: &mut WindowFn<'_>,
+    ) -> Result<(), EvalError> {
         if let Expr::MatrixSelector(ms) = super::functions::unwrap_parens(e) {
             let key = &ms.vs as *const VectorSelector as usize;
             let range = duration_ms(&ms.range);
@@ -388,11 +425,12 @@ impl Ctx<'_> {
                 let mut latest: Vec<Vec<Sample>> = vec![Vec::new(); plans.len()];
                 let since = tt - self.lookback_ms;
                 // The window is open on the left: (tt - range, tt].
-                self.st.select_each(
+                self.st.select_each_hinted(
                     &full_matchers(&ms.vs),
                     tt - range + 1,
                     tt,
-                    &mut |labels, samples| {
+                    edges_only,
+                    &mut |labels, samples, hints| {
                         // The newest sample, staleness markers included, is what an
                         // instant selector at `tt` reads (the range covers the lookback).
                         if !plans.is_empty()
@@ -411,18 +449,29 @@ impl Ctx<'_> {
                             }
                         }
                         // No early exit: a branch-free pass over a window that
-                        // (almost always) holds no marker is the cheaper test.
-                        if samples
-                            .iter()
-                            .fold(false, |any, &(_, v)| any | is_stale_nan(v))
+                        // (almost always) holds no marker is the cheaper test, and
+                        // none at all where the store knows there is none.
+                        if !hints.no_stale
+                            && samples
+                                .iter()
+                                .fold(false, |any, &(_, v)| any | is_stale_nan(v))
                         {
                             buf.clear();
                             buf.extend(samples.iter().copied().filter(|&(_, v)| !is_stale_nan(v)));
                             if !buf.is_empty() {
-                                f(labels, false, &buf);
+                                // Dropping markers joins samples the hints never compared.
+                                let hints = WindowHints {
+                                    no_stale: true,
+                                    no_decrease: false,
+                                };
+                                f(labels, false, &buf, hints);
                             }
                         } else if !samples.is_empty() {
-                            f(labels, false, samples);
+                            let hints = WindowHints {
+                                no_stale: true,
+                                ..hints
+                            };
+                            f(labels, false, samples, hints);
                         }
                     },
                 )?;
@@ -434,7 +483,7 @@ impl Ctx<'_> {
             }
         }
         for s in self.eval_matrix(e, t)? {
-            f(&s.labels, s.drop_name, &s.samples);
+            f(&s.labels, s.drop_name, &s.samples, WindowHints::default());
         }
         Ok(())
     }

@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use super::memory_hints::{prefetch, prefetch_all};
 use super::search::{lower_bound_from_start, tail_partition, window_bounds};
+use super::slab::Slab;
 use super::{
-    Labels, LatestVisitor, MatchOp, Matcher, Matchers, Series, SeriesVisitor, Storage, StorageError,
+    HintedVisitor, Labels, LatestVisitor, MatchOp, Matcher, Matchers, Series, SeriesVisitor,
+    Storage, StorageError,
 };
 
 /// Series held in memory, indexed by label name and value.
@@ -18,7 +20,10 @@ use super::{
 /// series a contiguous region of it. Queries read series of one name together, so
 /// their windows then lie on neighbouring pages instead of being scattered over the
 /// heap: against a store much larger than the caches, finding each page (a walk of
-/// the page tables) costs as much as reading the samples.
+/// the page tables) costs as much as reading the samples. Where each series' region
+/// lies, and its newest sample, are kept in arrays of the slab too, in series order:
+/// a selector that names only a metric (the usual rule selector) reads them front to
+/// back instead of one scattered series entry per series.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStorage {
     series: Vec<Stored>,
@@ -32,24 +37,51 @@ pub struct MemoryStorage {
     slab_of: HashMap<String, usize>,
 }
 
-/// One series: its labels and where its samples lie in its slab.
+/// One series: its labels and its place in its slab.
 #[derive(Debug, Clone)]
 struct Stored {
     labels: Labels,
     slab: usize,
-    /// The region `off..off + cap` is the series', the first `len` samples used.
-    off: usize,
-    len: usize,
-    cap: usize,
+    /// Index of the series among its slab's members.
+    member: usize,
 }
 
-/// Samples of every series of one metric name.
-#[derive(Debug, Default, Clone)]
-struct Slab {
-    samples: Vec<(i64, f64)>,
-    /// Regions left behind by series that outgrew them, by size, for the next series
-    /// that needs one of that size.
-    free: HashMap<usize, Vec<usize>>,
+/// The series a selector picked: every member of one slab (a selector that is its
+/// metric name alone), or a list of ascending series ids.
+enum Picked<'a> {
+    Slab(usize),
+    Ids(Cow<'a, [usize]>),
+}
+
+impl Picked<'_> {
+    fn len(&self, st: &MemoryStorage) -> usize {
+        match self {
+            Picked::Slab(k) => st.slabs[*k].ids.len(),
+            Picked::Ids(ids) => ids.len(),
+        }
+    }
+
+    /// Slab and member of the `i`th series picked.
+    #[inline]
+    fn at(&self, st: &MemoryStorage, i: usize) -> (usize, usize) {
+        match self {
+            Picked::Slab(k) => (*k, i),
+            Picked::Ids(ids) => {
+                let s = &st.series[ids[i]];
+                (s.slab, s.member)
+            }
+        }
+    }
+
+    /// Hints the CPU to fetch what [`Picked::at`] reads for the `i`th series.
+    #[inline]
+    fn prefetch(&self, st: &MemoryStorage, i: usize) {
+        if let Picked::Ids(ids) = self
+            && let Some(&id) = ids.get(i)
+        {
+            prefetch(&st.series[id]);
+        }
+    }
 }
 
 impl MemoryStorage {
@@ -57,104 +89,51 @@ impl MemoryStorage {
         Self::default()
     }
 
-    /// The samples of series `id`, ascending by time.
-    fn samples(&self, id: usize) -> &[(i64, f64)] {
-        let s = &self.series[id];
-        &self.slabs[s.slab].samples[s.off..s.off + s.len]
-    }
-
     /// Adds one sample; a sample at an existing timestamp replaces the old one.
     pub fn add(&mut self, labels: Labels, t_ms: i64, v: f64) {
         let id = match self.ids.get(&labels) {
             Some(&id) => id,
-            None => {
-                let id = self.series.len();
-                let labels = labels.interned(&mut self.strings);
-                // Keyed by the pool's shared strings: a new series allocates no key.
-                let shared = |s: &str| self.strings.get(s).cloned().unwrap_or_else(|| s.into());
-                for (n, val) in labels.iter() {
-                    let by_value = match self.postings.get_mut(n) {
-                        Some(m) => m,
-                        None => self.postings.entry(shared(n)).or_default(),
-                    };
-                    match by_value.get_mut(val) {
-                        Some(ids) => ids.push(id),
-                        None => {
-                            by_value.insert(shared(val), vec![id]);
-                        }
-                    }
-                }
-                let name = labels.name().unwrap_or("");
-                let slab = match self.slab_of.get(name) {
-                    Some(&i) => i,
-                    None => {
-                        self.slabs.push(Slab::default());
-                        self.slab_of.insert(name.to_string(), self.slabs.len() - 1);
-                        self.slabs.len() - 1
-                    }
-                };
-                self.ids.insert(labels.clone(), id);
-                // No region yet; an empty one at the slab's end grows in place.
-                let off = self.slabs[slab].samples.len();
-                self.series.push(Stored {
-                    labels,
-                    slab,
-                    off,
-                    len: 0,
-                    cap: 0,
-                });
-                id
-            }
+            None => self.insert_series(labels),
         };
-        let s = &self.series[id];
-        let region = &self.slabs[s.slab].samples[s.off..s.off + s.len];
-        let at = match region.last() {
-            Some(&(last, _)) if last >= t_ms => {
-                let i = region.partition_point(|&(t, _)| t < t_ms);
-                if region.get(i).is_some_and(|&(t, _)| t == t_ms) {
-                    let off = s.off;
-                    self.slabs[s.slab].samples[off + i].1 = v;
-                    return;
-                }
-                i
-            }
-            _ => s.len,
-        };
-        if s.len == s.cap {
-            self.grow(id);
-        }
-        let s = &mut self.series[id];
-        let samples = &mut self.slabs[s.slab].samples;
-        samples.copy_within(s.off + at..s.off + s.len, s.off + at + 1);
-        samples[s.off + at] = (t_ms, v);
-        s.len += 1;
+        let (k, j) = (self.series[id].slab, self.series[id].member);
+        self.slabs[k].add(j, t_ms, v);
     }
 
-    /// Doubles series `id`'s region: in place when it ends the slab (a series filled
-    /// before the next one starts never moves), else into a free region of the new
-    /// size or at the slab's end, leaving the old region for another series.
-    fn grow(&mut self, id: usize) {
-        let s = &mut self.series[id];
-        let slab = &mut self.slabs[s.slab];
-        let cap = (s.cap * 2).max(4);
-        if s.off + s.cap == slab.samples.len() {
-            slab.samples.resize(s.off + cap, (0, 0.0));
-        } else {
-            let off = match slab.free.get_mut(&cap).and_then(|f| f.pop()) {
-                Some(off) => off,
-                None => {
-                    let off = slab.samples.len();
-                    slab.samples.resize(off + cap, (0, 0.0));
-                    off
-                }
+    /// Registers a new series (no samples yet) and returns its id.
+    fn insert_series(&mut self, labels: Labels) -> usize {
+        let id = self.series.len();
+        let labels = labels.interned(&mut self.strings);
+        // Keyed by the pool's shared strings: a new series allocates no key.
+        let shared = |s: &str| self.strings.get(s).cloned().unwrap_or_else(|| s.into());
+        for (n, val) in labels.iter() {
+            let by_value = match self.postings.get_mut(n) {
+                Some(m) => m,
+                None => self.postings.entry(shared(n)).or_default(),
             };
-            slab.samples.copy_within(s.off..s.off + s.len, off);
-            if s.cap > 0 {
-                slab.free.entry(s.cap).or_default().push(s.off);
+            match by_value.get_mut(val) {
+                Some(ids) => ids.push(id),
+                None => {
+                    by_value.insert(shared(val), vec![id]);
+                }
             }
-            s.off = off;
         }
-        s.cap = cap;
+        let name = labels.name().unwrap_or("");
+        let k = match self.slab_of.get(name) {
+            Some(&k) => k,
+            None => {
+                self.slabs.push(Slab::default());
+                self.slab_of.insert(name.to_string(), self.slabs.len() - 1);
+                self.slabs.len() - 1
+            }
+        };
+        self.ids.insert(labels.clone(), id);
+        let member = self.slabs[k].push_member(id);
+        self.series.push(Stored {
+            labels,
+            slab: k,
+            member,
+        });
+        id
     }
 
     /// Drops every series.
@@ -256,23 +235,32 @@ pub(crate) fn matches_labels(matchers: &Matchers, l: &Labels) -> bool {
 }
 
 impl MemoryStorage {
-    /// Ids of the series the matchers select, ascending. A selector that is one
-    /// equality matcher (a metric name alone, the usual rule selector) is answered with
-    /// its posting list itself: copying 120,000 ids would cost a fresh allocation
-    /// (page faults included) on every evaluation.
-    fn matching_ids(&self, matchers: &Matchers) -> Cow<'_, [usize]> {
+    /// The series the matchers select, ascending by id. A selector that is its metric
+    /// name alone (the usual rule selector) picks that name's slab, whose arrays are
+    /// read in order; another single equality matcher is answered with its posting
+    /// list itself: copying 120,000 ids would cost a fresh allocation (page faults
+    /// included) on every evaluation.
+    fn pick(&self, matchers: &Matchers) -> Picked<'_> {
         if let ([m], []) = (
             matchers.matchers.as_slice(),
             matchers.or_matchers.as_slice(),
         ) && matches!(m.op, MatchOp::Equal)
             && !m.value.is_empty()
         {
-            return Cow::Borrowed(
+            // Series without a name share the slab of the empty name, which no
+            // non-empty name matcher selects.
+            if m.name == super::METRIC_NAME {
+                return match self.slab_of.get(m.value.as_str()) {
+                    Some(&k) => Picked::Slab(k),
+                    None => Picked::Ids(Cow::Borrowed(&[])),
+                };
+            }
+            return Picked::Ids(Cow::Borrowed(
                 self.postings
                     .get(m.name.as_str())
                     .and_then(|vs| vs.get(m.value.as_str()))
                     .map_or(&[][..], |v| v.as_slice()),
-            );
+            ));
         }
         let mut ids = Vec::new();
         if matchers.or_matchers.is_empty() {
@@ -286,7 +274,14 @@ impl MemoryStorage {
             ids.sort_unstable();
             ids.dedup();
         }
-        Cow::Owned(ids)
+        Picked::Ids(Cow::Owned(ids))
+    }
+
+    /// The labels of member `j` of slab `k`. Taking the reference reads nothing: a
+    /// visitor that ignores the labels never fetches the series' entry.
+    #[inline]
+    fn labels_of(&self, k: usize, j: usize) -> &Labels {
+        &self.series[self.slabs[k].ids[j]].labels
     }
 }
 
@@ -297,19 +292,13 @@ impl Storage for MemoryStorage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, StorageError> {
-        let ids = self.matching_ids(matchers);
-        let mut out = Vec::with_capacity(ids.len());
-        for &id in ids.iter() {
-            let samples = self.samples(id);
-            let hi = tail_partition(samples, end_ms, true);
-            let lo = tail_partition(&samples[..hi], start_ms, false);
-            if lo < hi {
-                out.push(Series {
-                    labels: self.series[id].labels.clone(),
-                    samples: samples[lo..hi].to_vec(),
-                });
-            }
-        }
+        let mut out = Vec::new();
+        self.select_each(matchers, start_ms, end_ms, &mut |labels, samples| {
+            out.push(Series {
+                labels: labels.clone(),
+                samples: samples.to_vec(),
+            });
+        })?;
         Ok(out)
     }
 
@@ -320,24 +309,46 @@ impl Storage for MemoryStorage {
         end_ms: i64,
         f: &mut SeriesVisitor<'_>,
     ) -> Result<(), StorageError> {
-        let ids = self.matching_ids(matchers);
+        self.select_each_hinted(matchers, start_ms, end_ms, false, &mut |l, s, _| f(l, s))
+    }
+
+    fn select_each_hinted(
+        &self,
+        matchers: &Matchers,
+        start_ms: i64,
+        end_ms: i64,
+        edges_only: bool,
+        f: &mut HintedVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        let picked = self.pick(matchers);
         // Where the previous series' window lay, counted from its newest sample: the
         // series of one selector are sampled alike, so the next window is likely in
         // the same place and can be fetched before its exact bounds are known.
         let (mut skip, mut len) = (0usize, 1usize);
-        for (i, &id) in ids.iter().enumerate() {
-            if let Some(&ahead) = ids.get(i + 2 * AHEAD) {
-                prefetch(&self.series[ahead]);
-            }
-            if let Some(&ahead) = ids.get(i + AHEAD) {
-                let s = self.samples(ahead);
+        let n = picked.len(self);
+        for i in 0..n {
+            picked.prefetch(self, i + 2 * AHEAD);
+            if i + AHEAD < n {
+                let (k, j) = picked.at(self, i + AHEAD);
+                let slab = &self.slabs[k];
+                let s = slab.samples(j);
                 let hi = s.len().saturating_sub(skip);
-                prefetch_all(&s[hi.saturating_sub(len + 1)..hi]);
+                let lo = hi.saturating_sub(len + 1);
+                if edges_only && slab.hints(j).edges_suffice() {
+                    // What finding the window's bounds and its edges read: the
+                    // samples on both sides of each bound.
+                    prefetch_all(&s[lo..(lo + 2).min(hi)]);
+                    prefetch_all(&s[hi.saturating_sub(1)..(hi + 1).min(s.len())]);
+                } else {
+                    prefetch_all(&s[lo..hi]);
+                }
             }
-            let s = self.samples(id);
+            let (k, j) = picked.at(self, i);
+            let slab = &self.slabs[k];
+            let s = slab.samples(j);
             let (lo, hi) = window_bounds(s, start_ms, end_ms, skip, len);
             if lo < hi {
-                f(&self.series[id].labels, &s[lo..hi]);
+                f(self.labels_of(k, j), &s[lo..hi], slab.hints(j));
                 (skip, len) = (s.len() - hi, hi - lo);
             }
         }
@@ -364,24 +375,33 @@ impl Storage for MemoryStorage {
         lookback_ms: i64,
         f: &mut LatestVisitor<'_>,
     ) -> Result<(), StorageError> {
-        let ids = self.matching_ids(matchers);
-        for (i, &id) in ids.iter().enumerate() {
-            if let Some(&ahead) = ids.get(i + 2 * AHEAD) {
-                prefetch(&self.series[ahead]);
-            }
+        let picked = self.pick(matchers);
+        let n = picked.len(self);
+        for i in 0..n {
+            picked.prefetch(self, i + 2 * AHEAD);
             // Only the newest samples are fetched ahead, not the label sets: a
             // selector under a filter (`x > 0`) looks at the labels of the few samples
             // it keeps.
-            if let Some(&ahead) = ids.get(i + AHEAD) {
-                let s = self.samples(ahead);
-                prefetch_all(&s[s.len().saturating_sub(1)..]);
+            if i + AHEAD < n {
+                let (k, j) = picked.at(self, i + AHEAD);
+                prefetch(&self.slabs[k].newest[j]);
             }
-            let s = self.samples(id);
-            let hi = tail_partition(s, t_ms, true);
-            if let Some(&(t, v)) = hi.checked_sub(1).map(|i| &s[i])
+            let (k, j) = picked.at(self, i);
+            let slab = &self.slabs[k];
+            // The newest sample is the answer unless it lies after `t_ms` (a query
+            // of the past), and then the series' samples are searched.
+            let latest = match slab.newest[j] {
+                (t, v) if t <= t_ms => Some((t, v)),
+                _ => {
+                    let s = slab.samples(j);
+                    let hi = tail_partition(s, t_ms, true);
+                    hi.checked_sub(1).map(|i| s[i])
+                }
+            };
+            if let Some((t, v)) = latest
                 && t > t_ms - lookback_ms
             {
-                f(&self.series[id].labels, t, v);
+                f(self.labels_of(k, j), t, v);
             }
         }
         Ok(())
@@ -506,6 +526,70 @@ mod tests {
             assert_eq!(each, in_range, "{name} {job}");
         }
         assert_eq!(s.series_count(), want.len());
+    }
+
+    /// A selector that is a metric name alone reads the name's slab directly; with
+    /// any other matcher it reads posting lists. Both must agree, for windows, hints
+    /// and newest samples, including a time before a series' newest sample.
+    #[test]
+    fn name_alone_reads_like_any_other_selector() {
+        let mut s = MemoryStorage::new();
+        for i in 0..40i64 {
+            let job = i.to_string();
+            let l = Labels::from_pairs([("__name__", "c"), ("job", job.as_str())]);
+            for t in 0..10 {
+                // Every third series resets at t = 6, every fifth goes stale at t = 8.
+                let v = if i % 3 == 0 && t >= 6 { t - 6 } else { t } as f64;
+                let v = if i % 5 == 0 && t == 8 {
+                    crate::promql::stale_nan()
+                } else {
+                    v
+                };
+                s.add(l.clone(), t * 10, v);
+            }
+            s.add(
+                Labels::from_pairs([("__name__", "other"), ("job", job.as_str())]),
+                0,
+                1.0,
+            );
+        }
+        let alone = Matchers::new(vec![Matcher::new(MatchOp::Equal, "__name__", "c")]);
+        let any_job = Matchers::new(vec![
+            Matcher::new(MatchOp::Equal, "__name__", "c"),
+            Matcher::new(
+                MatchOp::Re(regex::Regex::new("^(?:.+)$").unwrap()),
+                "job",
+                ".+",
+            ),
+        ]);
+        let windows = |m: &Matchers, edges_only: bool| {
+            let mut got = Vec::new();
+            s.select_each_hinted(m, 25, 85, edges_only, &mut |l, w, h| {
+                // By bits: a staleness marker is a NaN, never equal to itself.
+                let bits: Vec<(i64, u64)> = w.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+                got.push((l.clone(), bits, h));
+            })
+            .unwrap();
+            got
+        };
+        let want = windows(&any_job, false);
+        assert_eq!(want.len(), 40);
+        assert_eq!(windows(&alone, true), want);
+        for (l, w, h) in &want {
+            let job: i64 = l.get("job").unwrap().parse().unwrap();
+            assert_eq!(h.no_decrease, job % 3 != 0, "{l}");
+            assert_eq!(h.no_stale, job % 5 != 0, "{l}");
+            assert_eq!(w.len(), 6, "{l}");
+        }
+        for t in [35, 95, 200] {
+            let latest = s.select_latest(&alone, t, 30).unwrap();
+            assert_eq!(latest, s.select_latest(&any_job, t, 30).unwrap(), "t={t}");
+            let want_len = if t == 200 { 0 } else { 40 };
+            assert_eq!(latest.len(), want_len, "t={t}");
+            if t == 35 {
+                assert!(latest.iter().all(|&(_, ts, _)| ts == 30));
+            }
+        }
     }
 
     #[test]

@@ -66,6 +66,41 @@ fn rate_and_selectors_agree_with_default_storage_methods() {
     );
 }
 
+/// `rate`, `increase` and `delta` read only a window's edges where the store knows
+/// the series never decreased and holds no staleness marker; with a reset, a marker,
+/// both or neither, and windows that do or do not reach them, they must give what
+/// reading every sample gives.
+#[test]
+fn counter_functions_agree_whatever_the_store_knows() {
+    let mut st = MemoryStorage::new();
+    for job in ["clean", "reset", "stale", "both"] {
+        let l = Labels::from_pairs([("__name__", "c_total"), ("job", job)]);
+        for i in 0..=20i64 {
+            let v = match job {
+                "reset" | "both" if i >= 12 => (i - 12) as f64 * 0.7,
+                _ => i as f64 * 1.3,
+            };
+            let stale = matches!(job, "stale" | "both") && i == 15;
+            st.add(l.clone(), i * 15_000, if stale { stale_nan() } else { v });
+        }
+    }
+    for q in [
+        "increase(c_total[5m])",
+        "rate(c_total[2m])",
+        "delta(c_total[1m])",
+        "increase(c_total[1m]) > 0",
+    ] {
+        for t in [60_000, 170_000, 200_000, 230_000, 300_000] {
+            let bits = |v: Vec<(String, f64)>| -> Vec<(String, u64)> {
+                v.into_iter().map(|(l, v)| (l, v.to_bits())).collect()
+            };
+            let fast = bits(vector(instant(&st, q, t).unwrap()));
+            let plain = bits(vector(instant(&SelectOnly(&st), q, t).unwrap()));
+            assert_eq!(fast, plain, "{q} at {t}");
+        }
+    }
+}
+
 #[test]
 fn staleness_marker_ends_a_series_before_lookback() {
     let st = store();

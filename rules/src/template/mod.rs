@@ -82,6 +82,32 @@ impl Template {
         )
     }
 
+    /// Whether the output depends on nothing but the data and the external URL: no
+    /// `query` (the store) and no `now` (the evaluation time). Such a template, run
+    /// again on the same data, prints the same text.
+    pub fn reads_only_data(&self) -> bool {
+        fn pipe_ok(p: &parse::Pipe) -> bool {
+            p.cmds.iter().flat_map(|c| &c.args).all(|a| match a {
+                parse::Arg::Func(f) => f != "query" && f != "now",
+                parse::Arg::Sub(p, _) => pipe_ok(p),
+                _ => true,
+            })
+        }
+        fn items_ok(items: &[parse::Item]) -> bool {
+            items.iter().all(|i| match i {
+                parse::Item::Text(_) => true,
+                parse::Item::Action(p) => pipe_ok(p),
+                parse::Item::If { pipe, then, els } | parse::Item::With { pipe, then, els } => {
+                    pipe_ok(pipe) && items_ok(then) && items_ok(els)
+                }
+                parse::Item::Range { pipe, body, els } => {
+                    pipe_ok(pipe) && items_ok(body) && items_ok(els)
+                }
+            })
+        }
+        items_ok(&self.items)
+    }
+
     /// Executes the template with `data` as dot.
     pub fn execute(&self, data: &Val, env: &Env<'_>) -> Result<String, TemplateError> {
         let mut ex = exec::Exec {
@@ -265,6 +291,21 @@ mod tests {
                 .starts_with("<error expanding template: error parsing template __alert_A: ")
         );
         assert!(x("{{ query \"up\" }}", 1.0).contains("query is not available"));
+    }
+
+    #[test]
+    fn reads_only_data_spots_query_and_now() {
+        let pure = |text: &str| Template::parse_alert("A", text).unwrap().reads_only_data();
+        assert!(pure(
+            "{{ $labels.gpu }} at {{ $value | humanize }} ({{ externalURL }})"
+        ));
+        assert!(!pure(
+            "{{ with query \"up\" }}{{ . | first | value }}{{ end }}"
+        ));
+        assert!(!pure(
+            "{{ if gt $value 1.0 }}{{ (now | humanizeTimestamp) }}{{ end }}"
+        ));
+        assert!(!pure("{{ range $i := (query \"up\") }}x{{ end }}"));
     }
 
     #[test]
