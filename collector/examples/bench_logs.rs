@@ -155,6 +155,34 @@ fn line(i: u64, rng: &mut Rng, nodes: u64, start_ns: i64, step_ns: f64) -> LogRe
     }
 }
 
+/// Indexes `records` with the collector's schema and prints the rate; with `--floor`,
+/// `bodies` (theirs) too with the least an index can do.
+fn ceiling<S: AsRef<str>>(
+    dir: &std::path::Path,
+    records: impl Iterator<Item = LogRecord>,
+    bodies: impl Iterator<Item = S>,
+    a: &Args,
+) -> Result<()> {
+    let commit_interval = Duration::from_millis(a.commit_interval_ms);
+    let report = index_raw(
+        &dir.join("logs"),
+        records,
+        commit_interval,
+        a.writer_memory_bytes,
+    )?;
+    print_rate("raw indexing", &report);
+    if a.floor {
+        let report = index_floor(
+            &dir.join("floor"),
+            bodies,
+            commit_interval,
+            a.writer_memory_bytes,
+        )?;
+        print_rate("tantivy floor (body only, nothing stored)", &report);
+    }
+    Ok(())
+}
+
 fn print_rate(what: &str, report: &RawIndexReport) {
     let mb = report.bytes as f64 / 1e6;
     println!(
@@ -188,7 +216,6 @@ fn main() -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as i64;
-    let commit_interval = Duration::from_millis(a.commit_interval_ms);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     if let Some(path) = &a.from_file {
         let text =
@@ -214,22 +241,7 @@ fn main() -> Result<()> {
                 attributes,
             }
         });
-        let report = index_raw(
-            &dir.join("logs"),
-            records,
-            commit_interval,
-            a.writer_memory_bytes,
-        )?;
-        print_rate("raw indexing", &report);
-        if a.floor {
-            let report = index_floor(
-                &dir.join("floor"),
-                text.lines(),
-                commit_interval,
-                a.writer_memory_bytes,
-            )?;
-            print_rate("tantivy floor (body only, nothing stored)", &report);
-        }
+        ceiling(&dir, records, text.lines(), &a)?;
         return Ok(());
     }
     let span_ns = a.hours * HOUR_NS;
@@ -248,24 +260,9 @@ fn main() -> Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let nodes = a.nodes;
     let records = (0..a.lines).map(move |i| line(i, &mut rng, nodes, start_ns, step_ns));
-    let report = index_raw(
-        &dir.join("logs"),
-        records,
-        commit_interval,
-        a.writer_memory_bytes,
-    )?;
-    print_rate("raw indexing", &report);
-    if a.floor {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let bodies = (0..a.lines).map(move |i| line(i, &mut rng, nodes, start_ns, step_ns).body);
-        let report = index_floor(
-            &dir.join("floor"),
-            bodies,
-            commit_interval,
-            a.writer_memory_bytes,
-        )?;
-        print_rate("tantivy floor (body only, nothing stored)", &report);
-    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let bodies = (0..a.lines).map(move |i| line(i, &mut rng, nodes, start_ns, step_ns).body);
+    ceiling(&dir, records, bodies, &a)?;
 
     // Phase 2: search latency over what is on disk.
     let mut opts = LogIndexOptions::in_dir(&dir);
