@@ -51,7 +51,6 @@ pub(crate) fn encode(seq: u64, records: &[LogRecord]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + size);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    // Lines of one file in a row carry the same attributes: serialised once.
     let mut last = AttributesJson::default();
     for r in records {
         out.extend_from_slice(&r.time_ns.to_le_bytes());
@@ -64,7 +63,8 @@ pub(crate) fn encode(seq: u64, records: &[LogRecord]) -> Vec<u8> {
     out
 }
 
-/// The JSON text of the last attributes asked for, kept while the next are equal.
+/// The JSON text of the last attributes given, kept while the next are equal: lines of
+/// one file in a row carry the same attributes.
 #[derive(Default)]
 pub(crate) struct AttributesJson {
     last: Option<Map<String, Value>>,
@@ -72,17 +72,29 @@ pub(crate) struct AttributesJson {
 }
 
 impl AttributesJson {
-    /// The JSON text of `attributes`; empty for none.
-    pub(crate) fn of(&mut self, attributes: &Map<String, Value>) -> &str {
-        if self.last.as_ref() != Some(attributes) {
-            self.json = if attributes.is_empty() {
-                String::new()
-            } else {
-                // A map of JSON values always serialises.
-                serde_json::to_string(attributes).unwrap_or_default()
-            };
-            self.last = Some(attributes.clone());
+    /// Takes `attributes`; true when they differ from the last ones.
+    pub(crate) fn set(&mut self, attributes: &Map<String, Value>) -> bool {
+        if self.last.as_ref() == Some(attributes) {
+            return false;
         }
+        self.json = if attributes.is_empty() {
+            String::new()
+        } else {
+            // A map of JSON values always serialises.
+            serde_json::to_string(attributes).unwrap_or_default()
+        };
+        self.last = Some(attributes.clone());
+        true
+    }
+
+    /// The JSON text of the last attributes given; empty for none.
+    pub(crate) fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// [`AttributesJson::set`], then [`AttributesJson::json`].
+    pub(crate) fn of(&mut self, attributes: &Map<String, Value>) -> &str {
+        self.set(attributes);
         &self.json
     }
 }

@@ -17,37 +17,20 @@ use tantivy::schema::{
 use tantivy::{TantivyDocument, doc};
 
 use super::LogRecord;
+use super::record::AttributesJson;
 
 /// The last record's attributes as [`Fields::document`] puts them in a document.
 pub(crate) struct AttributesDoc {
-    /// The attributes `json` and `object` were made from.
-    of: Option<Map<String, JsonValue>>,
-    json: String,
+    json: AttributesJson,
+    /// `json`'s attributes as the indexed JSON object.
     object: tantivy::schema::OwnedValue,
 }
 
 impl Default for AttributesDoc {
     fn default() -> Self {
         AttributesDoc {
-            of: None,
-            json: String::new(),
+            json: AttributesJson::default(),
             object: tantivy::schema::OwnedValue::Null,
-        }
-    }
-}
-
-impl AttributesDoc {
-    fn set(&mut self, attributes: &Map<String, JsonValue>) {
-        if self.of.as_ref() != Some(attributes) {
-            // A map of JSON values always serialises.
-            self.json = serde_json::to_string(attributes).unwrap_or_default();
-            self.object = tantivy::schema::OwnedValue::Object(
-                attributes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json_to_owned(v)))
-                    .collect(),
-            );
-            self.of = Some(attributes.clone());
         }
     }
 }
@@ -117,9 +100,16 @@ impl Fields {
             self.body => r.body.as_str(),
         );
         if !r.attributes.is_empty() {
-            attributes.set(&r.attributes);
+            if attributes.json.set(&r.attributes) {
+                attributes.object = tantivy::schema::OwnedValue::Object(
+                    r.attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json_to_owned(v)))
+                        .collect(),
+                );
+            }
             d.add_field_value(self.attributes, &attributes.object);
-            d.add_text(self.attributes_raw, &attributes.json);
+            d.add_text(self.attributes_raw, attributes.json.json());
         }
         d
     }

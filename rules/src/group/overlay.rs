@@ -70,14 +70,7 @@ impl Storage for Overlay<'_> {
         end_ms: i64,
         f: &mut SeriesVisitor<'_>,
     ) -> Result<(), StorageError> {
-        let fresh = self.fresh.select(m, start_ms, end_ms)?;
-        if fresh.is_empty() {
-            return self.base.select_each(m, start_ms, end_ms, f);
-        }
-        for s in self.merged(m, start_ms, end_ms, fresh)? {
-            f(&s.labels, &s.samples);
-        }
-        Ok(())
+        self.select_each_hinted(m, start_ms, end_ms, false, &mut |l, s, _| f(l, s))
     }
 
     fn select_each_hinted(
